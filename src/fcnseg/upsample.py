@@ -41,7 +41,7 @@ def bilinear_kernel(size: int) -> torch.Tensor:
 
 
 class Upsample(nn.Module):
-    """Per-class upsampling by a transposed convolution of kernel ``kernel_size``, stride ``stride``.
+    """Per-class upsampling: a transposed convolution of kernel ``kernel_size``, ``stride``.
 
     Fixed (default): every class is interpolated with the same bilinear kernel,
     as a grouped transposed convolution, which is what the reference's dense
