@@ -84,8 +84,12 @@ class FCN(nn.Module):
         self.add_module(self.final_name, final)
         self.crops[self.final_name] = crop_offset(score_map.then(layer_map(final)), CoordMap())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores at the net's finest stride, before the final upsampling.
+
+        Shapes: (N, 3, H, W) -> (N, num_classes, H', W') with H' about H / stride
+        plus the margin the input padding adds.
+        """
         taps: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
@@ -99,8 +103,11 @@ class FCN(nn.Module):
             tap = taps[name] * self.skip_scales.get(name, 1.0)
             skip = getattr(self, f"score_{name}")(tap)
             score = score + crop_like(skip, self.crops[f"score_{name}"], score)  # fuse_<name>
-        score = getattr(self, self.final_name)(score)
-        return crop_like(score, self.crops[self.final_name], image)
+        return score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = getattr(self, self.final_name)(self.score(x))
+        return crop_like(score, self.crops[self.final_name], x)
 
     def describe_geometry(self) -> str:
         """One line per crop: which map is cropped, at what offset, and why."""

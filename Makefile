@@ -1,0 +1,29 @@
+# Set-up is part of every target: a fresh clone needs nothing but python3 (>= 3.10).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_DIR ?= runs/synthetic-demo
+
+.PHONY: demo test lint setup
+
+$(BIN)/fcnseg: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch; a bare `torch` would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/fcnseg
+
+demo: setup
+	$(BIN)/fcnseg train --recipe synthetic-demo --out $(RUN_DIR)
+	$(BIN)/fcnseg eval $(RUN_DIR)/best.pt --json $(RUN_DIR)/eval.json
+	$(BIN)/fcnseg predict $(RUN_DIR)/best.pt --dataset synthetic --split val --limit 6 --out $(RUN_DIR)/predictions
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+test: lint
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+import fcnseg
+from fcnseg import WeightsError, init_from
+from tests.conftest import randomize_scores
+
+# torchvision's vgg16 state_dict, written out from its layout: conv indices and shapes.
+VGG16_CONVS = {
+    0: (64, 3),
+    2: (64, 64),
+    5: (128, 64),
+    7: (128, 128),
+    10: (256, 128),
+    12: (256, 256),
+    14: (256, 256),
+    17: (512, 256),
+    19: (512, 512),
+    21: (512, 512),
+    24: (512, 512),
+    26: (512, 512),
+    28: (512, 512),
+}
+VGG16_FCS = {0: (4096, 25088), 3: (4096, 4096), 6: (1000, 4096)}
+
+
+def torchvision_vgg16_state():
+    state = {}
+    for i, (out, inp) in VGG16_CONVS.items():
+        state[f"features.{i}.weight"] = torch.randn(out, inp, 3, 3) * 0.01
+        state[f"features.{i}.bias"] = torch.randn(out)
+    for i, (out, inp) in VGG16_FCS.items():
+        state[f"classifier.{i}.weight"] = torch.randn(out, inp) * 0.01
+        state[f"classifier.{i}.bias"] = torch.randn(out)
+    return state
+
+
+@pytest.fixture(scope="module")
+def vgg16_file(tmp_path_factory):
+    state = torchvision_vgg16_state()
+    path = tmp_path_factory.mktemp("weights") / "vgg16.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_transplant_vgg16(vgg16_file):
+    path, state = vgg16_file
+    model = fcnseg.build_model("fcn32s", 21, backbone_weights=path)
+    own = model.state_dict()
+    for i in VGG16_CONVS:
+        torch.testing.assert_close(own[f"features.{i}.weight"], state[f"features.{i}.weight"])
+    torch.testing.assert_close(
+        own["fc6.weight"], state["classifier.0.weight"].reshape(4096, 512, 7, 7)
+    )
+    torch.testing.assert_close(own["fc6.bias"], state["classifier.0.bias"])
+    torch.testing.assert_close(own["fc7.weight"], state["classifier.3.weight"][..., None, None])
+    assert not any(k.startswith("classifier") for k in own)  # fc8 dropped
+    assert own["score_fr.weight"].abs().sum() == 0 and own["score_fr.bias"].abs().sum() == 0
+
+
+def test_wrong_files_fail_clearly(vgg16_file, tmp_path):
+    path, state = vgg16_file
+    with pytest.raises(WeightsError, match="no such weight file"):
+        fcnseg.build_model("fcn32s", 21, backbone_weights=tmp_path / "missing.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="not a PyTorch weight file"):
+        fcnseg.build_model("fcn32s", 21, backbone_weights=junk)
+    # The VGG16 file does not fit AlexNet: the error names the keys.
+    with pytest.raises(WeightsError, match=r"unexpected keys: .*features\.12\.weight"):
+        fcnseg.build_model("fcn-alexnet", 21, backbone_weights=path)
+    broken = dict(state)
+    del broken["features.2.bias"]
+    broken["classifier.3.weight"] = torch.zeros(10, 10)
+    bad = tmp_path / "bad.pth"
+    torch.save(broken, bad)
+    with pytest.raises(WeightsError) as err:
+        fcnseg.build_model("fcn8s", 21, backbone_weights=bad)
+    assert "missing keys: features.2.bias" in str(err.value)
+    assert "classifier.3.weight (file (10, 10), model (4096, 4096))" in str(err.value)
+
+
+@pytest.mark.parametrize("coarse,fine", [("fcn32s", "fcn16s"), ("fcn16s", "fcn8s")])
+def test_staged_init_starts_from_coarser_scores(coarse, fine):
+    # The coarser net stands in for a trained one: random weights everywhere.
+    source = randomize_scores(fcnseg.build_model(coarse, 5, width=0.25), std=0.1).double()
+    target = fcnseg.build_model(fine, 5, width=0.25, init_from_model=source).double()
+    copied = init_from(target, source)
+    assert "score_fr.weight" in copied and "fc6.weight" in copied
+    source.eval(), target.eval()
+    new_up = target.upsamplers[-1]
+    for size in [(1, 1), (37, 50), (64, 96)]:
+        x = torch.randn(1, 3, *size, dtype=torch.float64)
+        with torch.inference_mode():
+            # The new skip scores zero, so the fused scores are the coarser net's, 2x upsampled.
+            expected = getattr(target, new_up)(source.score(x))
+            torch.testing.assert_close(target.score(x), expected, rtol=1e-12, atol=1e-12)
+            # The final outputs differ only by how bilinear upsampling composes (2x then
+            # 16x is not 32x: the interpolation nodes fall between the 2x samples).
+            agree = (target(x).argmax(1) == source(x).argmax(1)).double().mean()
+            assert agree > 0.9
+    # Once the new skip learns something, the scores differ.
+    randomize_scores(target, std=0.1)
+    with torch.inference_mode():
+        assert not torch.allclose(target.score(x), getattr(target, new_up)(source.score(x)))
+
+
+def test_init_from_rejects_unrelated_source():
+    with pytest.raises(WeightsError, match="shape mismatch"):
+        init_from(
+            fcnseg.build_model("fcn16s", 5, width=0.25), fcnseg.build_model("fcn32s", 7, width=0.25)
+        )
