@@ -1,0 +1,258 @@
+"""The ``fcnseg`` command: train, eval, predict, models, datasets."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from fcnseg.datasets import DATASETS, DatasetInfo, build_dataset
+from fcnseg.images import DataError, overlay, save_label
+from fcnseg.recipes import RECIPES, TrainConfig, get_recipe
+from fcnseg.surgery import WeightsError
+
+FIELD_HELP = {
+    "model": "registered model (fcnseg models)",
+    "width": "backbone channel multiplier (1.0 = the published net)",
+    "batch_norm": "VGG16 with batch norm",
+    "learnable_upsampling": "learn the upsampling filters (default fixed bilinear)",
+    "pad": "input padding of conv1 (100 as the reference)",
+    "backbone_weights": "'imagenet' (torchvision's file) or a local state_dict path",
+    "init_from": "checkpoint of a coarser FCN to start from (staged training)",
+    "dataset": "dataset name (fcnseg datasets)",
+    "data_root": "dataset folder",
+    "train_split": "split to train on",
+    "val_split": "split to validate on",
+    "normalization": "'imagenet' (torchvision weights) or 'caffe' (reference BGR mean)",
+    "crop": "random crop size; omit for whole images at batch 1",
+    "scale": "random scale range, two numbers",
+    "flip": "random horizontal flips",
+    "batch_size": "images per step",
+    "accumulate": "steps of gradient accumulation per update",
+    "workers": "data loader worker processes",
+    "iterations": "parameter updates in all",
+    "optimizer": "'sgd' or 'adamw'",
+    "lr": "base learning rate (think of it together with normalize_loss)",
+    "momentum": "SGD momentum",
+    "weight_decay": "L2 weight decay of the weights",
+    "bias_lr_mult": "lr multiplier of biases and norm parameters (no decay)",
+    "schedule": "'fixed' or 'poly'",
+    "poly_power": "exponent of the poly schedule",
+    "warmup": "iterations of linear lr warm-up",
+    "normalize_loss": "mean loss over pixels (else the reference's sum)",
+    "class_weighting": "'none' or 'median' (median-frequency balancing)",
+    "eval_every": "validate and checkpoint every N iterations",
+    "log_every": "log the loss every N iterations",
+    "seed": "random seed of the run (data order, augmentation, init)",
+    "device": "'auto', 'cpu', 'cuda', 'cuda:1', ...",
+}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        kw = {"dest": f.name, "default": None, "help": FIELD_HELP[f.name]}
+        if kind == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif kind.startswith("tuple"):
+            group.add_argument(flag, type=float, nargs=2, metavar=("LOW", "HIGH"), **kw)
+        elif kind.startswith("int"):
+            group.add_argument(flag, type=int, **kw)
+        elif kind.startswith("float"):
+            group.add_argument(flag, type=float, **kw)
+        else:
+            group.add_argument(flag, type=str, **kw)
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = get_recipe(args.recipe)
+    changes = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name) is not None
+    }
+    if "scale" in changes:
+        changes["scale"] = tuple(changes["scale"])
+    return cfg.replace(**changes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fcnseg.engine import train
+
+    cfg = _config_from_args(args)
+    out = Path(args.out or f"runs/{args.recipe}")
+    print(f"recipe {args.recipe}: {cfg.model} on {cfg.dataset}, lr {cfg.lr:g} with "
+          f"{'mean' if cfg.normalize_loss else 'summed (unnormalised)'} loss -> {out}")  # fmt: skip
+    tic = time.time()
+    result = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"done in {time.time() - tic:.0f} s: val mean IU {result['mean_iu']:.4f} "
+          f"(best {result['best_mean_iu']:.4f}); checkpoints in {out}")  # fmt: skip
+    return 0
+
+
+def format_table(metrics: dict, classes: tuple[str, ...]) -> str:
+    """The four metrics, then per-class IU and accuracy, in percent."""
+    lines = [
+        f"pixel acc  {100 * metrics['pixel_acc']:6.2f}",
+        f"mean acc   {100 * metrics['mean_acc']:6.2f}",
+        f"mean IU    {100 * metrics['mean_iu']:6.2f}",
+        f"f.w. IU    {100 * metrics['fw_iu']:6.2f}",
+        "",
+        f"{'class':<16}{'IU':>8}{'acc':>8}",
+    ]
+    rows = zip(classes, metrics["per_class_iu"], metrics["per_class_acc"], strict=True)
+    for name, iu, acc in rows:
+        fmt = lambda v: "     n/a" if v is None or v != v else f"{100 * v:8.2f}"  # noqa: E731
+        lines.append(f"{name:<16}{fmt(iu)}{fmt(acc)}")
+    return "\n".join(lines)
+
+
+def _data_for(ckpt: dict, args: argparse.Namespace) -> tuple[str, str | None, str]:
+    cfg = ckpt.get("train_config", {})
+    return (
+        args.dataset or cfg.get("dataset", "synthetic"),
+        args.data_root or cfg.get("data_root"),
+        args.split or cfg.get("val_split", "val"),
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fcnseg.checkpoint import model_from_checkpoint
+    from fcnseg.engine import evaluate, json_safe, select_device
+    from fcnseg.transforms import eval_transform
+
+    model, ckpt = model_from_checkpoint(args.checkpoint)
+    device = select_device(args.device)
+    name, root, split = _data_for(ckpt, args)
+    dataset = build_dataset(name, root, split, eval_transform(ckpt["normalization"]))
+    tic = time.time()
+    metrics = evaluate(model.to(device), dataset, dataset.info.num_classes, device)
+    print(f"{name}/{split}: {len(dataset)} images, {time.time() - tic:.1f} s")
+    print(format_table(metrics, dataset.info.classes))
+    if "warning" in metrics:
+        print(f"warning: {metrics['warning']}")
+    if args.json:
+        result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": split,
+                  "classes": list(dataset.info.classes), **json_safe(metrics)}  # fmt: skip
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fcnseg.inference import Segmenter, expand_inputs
+
+    seg = Segmenter.from_checkpoint(
+        args.checkpoint, device=None if args.device == "auto" else args.device
+    )
+    info = DatasetInfo(**seg.checkpoint["dataset"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.inputs:
+        items = [(p.stem, p) for p in expand_inputs(args.inputs)]
+    else:
+        name, root, split = _data_for(seg.checkpoint, args)
+        dataset = build_dataset(name, root, split)
+        items = [(dataset.names[i], dataset.load(i)[0]) for i in range(len(dataset))]
+    if args.limit:
+        items = items[: args.limit]
+    if not items:
+        raise DataError("nothing to predict: give image files, folders or globs, or --dataset")
+    from fcnseg.inference import as_rgb
+
+    for stem, item in items:
+        image = as_rgb(item)
+        label = seg.predict(image)[0]
+        save_label(label, out / f"{stem}.png", info.colors)
+        if not args.no_overlay:
+            Image.fromarray(overlay(image, label, info.colors)).save(out / f"{stem}_overlay.png")
+    print(f"predictions for {len(items)} images written to {out}/ "
+          f"(<name>.png: labels with the {info.name} palette; <name>_overlay.png)")  # fmt: skip
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fcnseg.models import MODELS, build_model
+
+    for name, spec in MODELS.items():
+        print(f"{name:<14} {spec.description}")
+        if args.geometry:
+            model = build_model(name, 21, width=0.125)
+            print("    " + model.describe_geometry().replace("\n", "\n    "))
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    for name, cls in DATASETS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        info = getattr(cls, "info", None)
+        classes = f" [{info.num_classes} classes]" if isinstance(info, DatasetInfo) else ""
+        print(f"{name:<10} {doc}{classes}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a recipe", description="Train a model from a recipe; "
+                       "every recipe field can be overridden.")  # fmt: skip
+    p.add_argument("--recipe", default="synthetic-demo", choices=list(RECIPES),
+                   help="preset to start from (default: synthetic-demo)")  # fmt: skip
+    p.add_argument("--out", help="run folder (default: runs/<recipe>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_train)
+
+    for name, func, helptext in [
+        ("eval", cmd_eval, "evaluate a checkpoint: the four metrics and per-class IU"),
+        ("predict", cmd_predict, "write label maps and overlays for images"),
+    ]:
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+        if name == "predict":
+            p.add_argument("inputs", nargs="*", help="image files, folders or globs")
+            p.add_argument("--out", default="predictions", help="output folder")
+            p.add_argument("--limit", type=int, help="at most this many images")
+            p.add_argument("--no-overlay", action="store_true", help="labels only")
+        else:
+            p.add_argument("--json", help="also write the metrics to this JSON file")
+        p.add_argument("--dataset", help="dataset (default: the checkpoint's)")
+        p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
+        p.add_argument("--split", help="split (default: the checkpoint's validation split)")
+        p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("models", help="list the models", description="List registered models.")
+    p.add_argument("--geometry", action="store_true", help="print each net's crop offsets")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("datasets", help="list the datasets", description="List datasets.")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, WeightsError, ValueError, FloatingPointError) as e:
+        print(f"fcnseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcnseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Training recipes: a config dataclass and named presets (data, not code paths).
+
+Every preset states its loss normalisation and learning rate together, because
+they only make sense together: the reference sums the loss over all pixels, so
+its lr (1e-10 for FCN-32s) is ~250,000 times smaller than a mean loss would want.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run reads. Saved as ``config.json`` beside its checkpoints."""
+
+    # model (see fcnseg.build_model)
+    model: str = "fcn8s"
+    width: float = 1.0
+    batch_norm: bool = False
+    learnable_upsampling: bool = False
+    pad: int = 100
+    backbone_weights: str | None = None  # "imagenet", a path, or None (from scratch)
+    init_from: str | None = None  # checkpoint of a coarser FCN (staged training)
+    # data
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    normalization: str = "imagenet"  # "caffe" for the reference's BGR-mean weights
+    crop: int | None = None  # None: whole images, batch 1 (the reference)
+    scale: tuple[float, float] = (1.0, 1.0)
+    flip: bool = True
+    batch_size: int = 1
+    accumulate: int = 1  # gradient accumulation (the reference's iter_size)
+    workers: int = 0
+    # optimisation
+    iterations: int = 1000
+    optimizer: str = "sgd"  # or "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 2.0  # the reference: biases learn 2x, without decay
+    schedule: str = "poly"  # "fixed" (the reference) or "poly"
+    poly_power: float = 0.9
+    warmup: int = 0
+    normalize_loss: bool = True  # False: the reference's summed loss
+    class_weighting: str = "none"  # or "median" (median-frequency balancing)
+    # bookkeeping
+    eval_every: int = 500
+    log_every: int = 20
+    seed: int = 0
+    device: str = "auto"
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        if data.get("scale") is not None:
+            data = {**data, "scale": tuple(data["scale"])}
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+# The reference (fcn.berkeleyvision.org) trains on SBD train with whole images,
+# batch 1, a summed loss and fixed lr; it validates on seg11valid.
+_VOC = TrainConfig(
+    dataset="sbd",
+    train_split="train",
+    val_split="seg11valid",
+    normalization="caffe",
+    backbone_weights="imagenet",
+    iterations=100_000,
+    momentum=0.99,
+    weight_decay=5e-4,
+    schedule="fixed",
+    normalize_loss=False,
+    eval_every=4000,
+)
+
+RECIPES: dict[str, TrainConfig] = {
+    "voc-fcn32s": _VOC.replace(model="fcn32s", lr=1e-10),
+    # Staged (section 4.2): FCN-16s starts from a trained FCN-32s, FCN-8s from FCN-16s.
+    "voc-fcn16s": _VOC.replace(
+        model="fcn16s", lr=1e-12, backbone_weights=None, init_from="runs/voc-fcn32s/best.pt"
+    ),
+    "voc-fcn8s": _VOC.replace(
+        model="fcn8s", lr=1e-14, backbone_weights=None, init_from="runs/voc-fcn16s/best.pt"
+    ),
+    "voc-fcn8s-atonce": _VOC.replace(model="fcn8s-atonce", lr=1e-10, iterations=300_000),
+    # The reference's solver says "lr for normalized softmax" (1e-4, iter_size 20).
+    "voc-fcn-alexnet": _VOC.replace(
+        model="fcn-alexnet", lr=1e-4, momentum=0.9, accumulate=20, normalize_loss=True
+    ),
+    # From scratch on CamVid (no ImageNet weights here): a narrow batch-norm FCN-8s,
+    # random 240x240 crops, mean loss with median-frequency class weights, poly lr.
+    "camvid-fcn8s": TrainConfig(
+        model="fcn8s",
+        width=0.25,
+        batch_norm=True,
+        dataset="camvid",
+        data_root="../shared/datasets/camvid",
+        crop=240,
+        scale=(0.75, 1.25),
+        batch_size=8,
+        workers=2,
+        iterations=2400,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-4,
+        warmup=100,
+        class_weighting="median",
+        eval_every=400,
+    ),
+    # The built-in demo: trains in minutes on 2 CPU cores.
+    "synthetic-demo": TrainConfig(
+        model="fcn8s",
+        width=0.125,
+        batch_norm=True,
+        dataset="synthetic",
+        crop=96,
+        scale=(0.8, 1.25),
+        batch_size=8,
+        iterations=600,
+        optimizer="adamw",
+        lr=3e-3,
+        weight_decay=1e-4,
+        warmup=30,
+        eval_every=200,
+    ),
+}
+
+
+def get_recipe(name: str) -> TrainConfig:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
