@@ -116,13 +116,13 @@ RECIPES: dict[str, TrainConfig] = {
         scale=(0.75, 1.25),
         batch_size=8,
         workers=2,
-        iterations=2400,
+        iterations=1000,
         optimizer="adamw",
         lr=2e-3,
         weight_decay=1e-4,
-        warmup=100,
+        warmup=50,
         class_weighting="median",
-        eval_every=400,
+        eval_every=250,
     ),
     # The built-in demo: trains in minutes on 2 CPU cores.
     "synthetic-demo": TrainConfig(
