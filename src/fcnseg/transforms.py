@@ -30,7 +30,7 @@ def normalize_image(image: np.ndarray, mode: str = "imagenet") -> torch.Tensor:
     ``imagenet``: torchvision's weights, RGB in [0, 1] minus mean over std.
     ``caffe``: the reference's weights, BGR on 0-255 minus the BGR mean.
     """
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    x = torch.tensor(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1).float()
     if mode == "imagenet":
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
