@@ -122,3 +122,40 @@ def test_at_once_skips_are_scaled():
     with torch.inference_mode():
         unscaled = REFERENCES["fcn8s"](model.state_dict(), x, 3)
         assert (model(x) - unscaled).abs().max() > 1e-3 * unscaled.abs().max()
+
+
+def efficient_vgg_fcn(s, x, num_classes, skips):
+    """The efficient geometry written out: conv1_1 pads 1, fc6 pads 3; crops derived by hand
+    (32s: 16; 8s: upscore2 by 1, upscore_pool4 by 1, upscore8 by 4)."""
+    h, w = x.shape[-2:]
+    pools, y = [], x
+    for block in VGG_BLOCKS:
+        for i in block:
+            y = F.relu(conv(s, f"features.{i}", y, padding=1))
+        y = F.max_pool2d(y, 2, 2, ceil_mode=True)
+        pools.append(y)
+    y = F.relu(conv(s, "fc7", F.relu(conv(s, "fc6", y, padding=3))))
+    score = conv(s, "score_fr", y)
+    if not skips:
+        up = F.conv_transpose2d(score, dense_bilinear(num_classes, 64), stride=32)
+        return crop(up, 16, h, w)
+    for tap in (pools[3], pools[2]):
+        skip = conv(s, f"score_pool{4 if tap is pools[3] else 3}", tap)
+        up = F.conv_transpose2d(score, dense_bilinear(num_classes, 4), stride=2)
+        score = crop(up, 1, *skip.shape[-2:]) + skip
+    up = F.conv_transpose2d(score, dense_bilinear(num_classes, 16), stride=8)
+    return crop(up, 4, h, w)
+
+
+@pytest.mark.parametrize("name,skips", [("fcn32s", 0), ("fcn8s", 2)])
+@pytest.mark.parametrize("size", [(1, 1), (17, 23), (64, 64), (45, 61)])
+def test_efficient_geometry_matches_hand_derivation(name, skips, size):
+    model = randomize_scores(fcnseg.build_model(name, 3, width=0.25, pad=1)).double().eval()
+    x = torch.randn(1, 3, *size, dtype=torch.float64)
+    with torch.inference_mode():
+        assert_relative_close(model(x), efficient_vgg_fcn(model.state_dict(), x, 3, skips))
+
+
+def test_efficient_geometry_needs_odd_fc6():
+    with pytest.raises(ValueError, match="odd fc6 kernel"):
+        fcnseg.build_model("fcn-alexnet", 3, pad=1)

@@ -68,3 +68,16 @@ def test_fixed_equals_dense_learnable_init():
     torch.testing.assert_close(fixed(x), dense(x))
     assert "weight" in dict(dense.named_parameters())
     assert not fixed.state_dict()
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,offset", [(64, 32, 19), (16, 8, 31), (63, 32, 18), (4, 2, 0)]
+)
+@pytest.mark.parametrize("n", [3, 7, 12])
+def test_upsample_crop_equals_transposed_conv_then_crop(kernel, stride, offset, n):
+    up = Upsample(3, kernel, stride).double()
+    x = torch.randn(2, 3, n, n + 1, dtype=torch.float64)
+    full = up(x)
+    size = (full.shape[-2] - offset, full.shape[-1] - offset - 1)
+    expected = full[..., offset : offset + size[0], offset : offset + size[1]]
+    torch.testing.assert_close(up.upsample_crop(x, offset, size), expected)

@@ -18,8 +18,10 @@ from torch import nn
 
 from fcnseg.backbones import VGG16, AlexNet
 from fcnseg.convolutionalize import feature_channels, linear_to_conv
-from fcnseg.geometry import CoordMap, coord_map, crop_like, crop_offset, layer_map
+from fcnseg.geometry import CoordMap, coord_map, crop_offset, layer_map
 from fcnseg.upsample import Upsample
+
+REFERENCE_PAD = 100
 
 
 class FCN(nn.Module):
@@ -76,7 +78,14 @@ class FCN(nn.Module):
             score_map = score_map.then(layer_map(up))
             tap = features[: taps[name] + 1]
             self.add_module(f"score_{name}", _zero_conv(feature_channels(tap), num_classes))
-            self.crops[f"score_{name}"] = crop_offset(coord_map(tap), score_map)
+            # The reference crops the (larger) skip; with little input padding the
+            # upsampled scores are the larger map and are cropped instead.
+            tap_map = coord_map(tap)
+            if tap_map.offset >= score_map.offset:
+                self.crops[f"score_{name}"] = crop_offset(tap_map, score_map)
+            else:
+                self.crops[up_name] = crop_offset(score_map, tap_map)
+                score_map = tap_map
 
         stride = round(1 / score_map.scale)
         self.final_name = f"upscore{stride}" if self.skips else "upscore"
@@ -102,26 +111,40 @@ class FCN(nn.Module):
             score = getattr(self, up_name)(score)  # 2x finer
             tap = taps[name] * self.skip_scales.get(name, 1.0)
             skip = getattr(self, f"score_{name}")(tap)
-            score = score + crop_like(skip, self.crops[f"score_{name}"], score)  # fuse_<name>
+            score = _fuse(
+                score, self.crops.get(up_name, 0), skip, self.crops.get(f"score_{name}", 0)
+            )
         return score
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        score = getattr(self, self.final_name)(self.score(x))
-        return crop_like(score, self.crops[self.final_name], x)
+        final: Upsample = getattr(self, self.final_name)
+        return final.upsample_crop(self.score(x), self.crops[self.final_name], x.shape[-2:])
 
     def describe_geometry(self) -> str:
         """One line per crop: which map is cropped, at what offset, and why."""
         lines = []
-        for name in self.skips:
+        for name, up_name in zip(self.skips, self.upsamplers, strict=True):
+            cropped = up_name if up_name in self.crops else f"score_{name}"
+            other = f"score_{name}" if up_name in self.crops else f"{up_name} (2x coarser scores)"
             lines.append(
-                f"score_{name}: crop at offset {self.crops[f'score_{name}']} to align "
-                f"with the 2x upsampled coarser scores (fuse_{name})"
+                f"{cropped}: crop at offset {self.crops[cropped]} to align with {other} "
+                f"-> fuse_{name}"
             )
         lines.append(
             f"{self.final_name}: crop at offset {self.crops[self.final_name]} to align "
             "with the input image"
         )
         return "\n".join(lines)
+
+
+def _fuse(score: torch.Tensor, c_score: int, skip: torch.Tensor, c_skip: int) -> torch.Tensor:
+    """Sum of two aligned maps, each cropped at its offset to their common size."""
+    h = min(score.shape[-2] - c_score, skip.shape[-2] - c_skip)
+    w = min(score.shape[-1] - c_score, skip.shape[-1] - c_skip)
+    return (
+        score[..., c_score : c_score + h, c_score : c_score + w]
+        + skip[..., c_skip : c_skip + h, c_skip : c_skip + w]
+    )
 
 
 def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -147,6 +170,11 @@ def fcn_from_classifier(
     become fc6/fc7 (weights reshaped); its last (the ImageNet classifier) is
     dropped. Like the reference nets, the first convolution pads by ``pad`` and
     pooling rounds up, so that any input size yields aligned scores.
+
+    ``pad=100`` is the reference. The 100 pixels exist only so that the unpadded
+    fc6 still covers the image; any other ``pad`` (e.g. 1, ordinary "same"
+    padding) pads fc6 instead, which costs about half the compute at 500x500.
+    The crops follow from the geometry either way.
     """
     features = classifier.features
     features[0].padding = (pad, pad)
@@ -155,6 +183,13 @@ def fcn_from_classifier(
             m.ceil_mode = True
     linears = [m for m in classifier.classifier if isinstance(m, nn.Linear)]
     fc6 = linear_to_conv(linears[0], feature_channels(features))
+    if pad != REFERENCE_PAD:
+        if fc6.kernel_size[0] % 2 == 0:
+            raise ValueError(
+                f"pad={pad} needs an odd fc6 kernel to stay aligned; "
+                f"{type(classifier).__name__} has {fc6.kernel_size[0]}: use pad={REFERENCE_PAD}"
+            )
+        fc6.padding = ((fc6.kernel_size[0] - 1) // 2,) * 2
     fc7 = linear_to_conv(linears[1], fc6.out_channels)
     return FCN(
         features,

@@ -19,36 +19,101 @@ from fcnseg.transforms import normalize_image
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), on Linux."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPUs that support it and on CPUs with AMX/AVX512-BF16, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_fast_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 inference is for GPUs; use bf16 or fp32 on a CPU")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 class Segmenter:
     """Loads once, then segments images: ``predict(images)`` -> label maps.
 
+    The model is put in eval mode, cast once to the chosen precision (so no
+    weight is converted per call), laid out channels-last and optionally
+    compiled; calls run under ``torch.inference_mode``. The final bilinear
+    upsampling and its crop are one separable product per class (see
+    :meth:`fcnseg.upsample.Upsample.upsample_crop`). Same-size images are batched.
+
     Args:
-        model: an FCN (N, 3, H, W) -> (N, C, H, W).
-        normalization: how its weights expect pixels (``imagenet`` or ``caffe``).
+        model: an FCN (N, 3, H, W) -> (N, C, H, W), or an
+            :class:`~fcnseg.export.OnnxModel` (then ``precision`` must be fp32/auto).
+        precision: ``auto`` (bf16 where the hardware has it, else fp32), ``fp32``,
+            ``bf16`` or ``fp16`` (GPU).
         device: where to run; default CUDA if available, else CPU.
+        compile: wrap the model in ``torch.compile``.
+        channels_last: NHWC memory layout (faster convolutions on CPU and GPU).
+        normalization: how the weights expect pixels (``imagenet`` or ``caffe``).
+        batch_size: most images per forward pass in :meth:`predict`.
 
     Example:
         >>> import fcnseg, numpy as np
-        >>> seg = Segmenter(fcnseg.build_model("fcn32s", 3, width=0.125))
+        >>> seg = Segmenter(fcnseg.build_model("fcn32s", 3, width=0.125), precision="fp32")
         >>> seg.predict([np.zeros((20, 30, 3), np.uint8)])[0].shape
         (20, 30)
     """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model,
         *,
-        normalization: str = "imagenet",
+        precision: str = "auto",
         device: str | torch.device | None = None,
+        compile: bool = False,
+        channels_last: bool = True,
+        normalization: str = "imagenet",
+        batch_size: int = 8,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.eval().to(self.device)
-        self.normalization = normalization
+        self.normalization, self.batch_size = normalization, batch_size
+        if not isinstance(model, torch.nn.Module):  # an ONNX model: runs as exported
+            if precision not in ("auto", "fp32"):
+                raise ValueError("the onnxruntime backend runs in fp32")
+            self.dtype, self.memory_format, self.model = torch.float32, None, model
+            return
+        self.dtype = resolve_precision(precision, self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        self.model = torch.compile(model) if compile else model
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> Segmenter:
-        """A Segmenter for a checkpoint written by ``fcnseg train``."""
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, backend: str = "torch", onnx_path=None, **kwargs
+    ) -> Segmenter:
+        """A Segmenter for a checkpoint written by ``fcnseg train``.
+
+        ``backend="onnxruntime"`` runs ``onnx_path`` (default: the checkpoint's path
+        with ``.onnx``, exported on first use).
+        """
         model, ckpt = model_from_checkpoint(path)
+        if backend == "onnxruntime":
+            from fcnseg.export import OnnxModel, export_onnx
+
+            onnx_path = Path(onnx_path or Path(path).with_suffix(".onnx"))
+            if not onnx_path.exists():
+                export_onnx(model, onnx_path)
+            model = OnnxModel(onnx_path)
+        elif backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         seg = cls(model, normalization=ckpt.get("normalization", "imagenet"), **kwargs)
         seg.checkpoint = ckpt
         return seg
@@ -56,7 +121,10 @@ class Segmenter:
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised images -> (N, C, H, W) float32 logits."""
-        return self.model(batch.to(self.device)).float()
+        if self.memory_format is None:
+            return self.model(batch).float()
+        x = batch.to(self.device, self.dtype, memory_format=self.memory_format)
+        return self.model(x).float()
 
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray]:
         """Label maps (H, W) uint8, one per image, each of its image's own size.
@@ -65,11 +133,19 @@ class Segmenter:
         """
         if isinstance(images, str | os.PathLike | np.ndarray | Image.Image):
             images = [images]
-        return [self._predict_one(as_rgb(im)) for im in images]
-
-    def _predict_one(self, image: np.ndarray) -> np.ndarray:
-        x = normalize_image(image, self.normalization)[None]
-        return self.logits(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
+        arrays = [as_rgb(im) for im in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, a in enumerate(arrays):
+            by_size.setdefault(a.shape[:2], []).append(i)
+        labels: list[np.ndarray | None] = [None] * len(arrays)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                x = torch.stack([normalize_image(arrays[i], self.normalization) for i in chunk])
+                pred = self.logits(x).argmax(1).to(torch.uint8).cpu().numpy()
+                for i, p in zip(chunk, pred, strict=True):
+                    labels[i] = p
+        return labels
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:

@@ -104,25 +104,28 @@ RECIPES: dict[str, TrainConfig] = {
     "voc-fcn-alexnet": _VOC.replace(
         model="fcn-alexnet", lr=1e-4, momentum=0.9, accumulate=20, normalize_loss=True
     ),
-    # From scratch on CamVid (no ImageNet weights here): a narrow batch-norm FCN-8s,
-    # random 240x240 crops, mean loss with median-frequency class weights, poly lr.
+    # From scratch on CamVid (no ImageNet weights here): a narrow batch-norm FCN-8s
+    # with the efficient geometry (pad 1: a 240 crop costs a third of the reference's
+    # 440x440 padded input), random crops, mean loss with median-frequency class
+    # weights, AdamW with poly decay. About 45 minutes on 2 CPU cores.
     "camvid-fcn8s": TrainConfig(
         model="fcn8s",
         width=0.25,
         batch_norm=True,
+        pad=1,
         dataset="camvid",
         data_root="../shared/datasets/camvid",
         crop=240,
         scale=(0.75, 1.25),
         batch_size=8,
-        workers=2,
-        iterations=1000,
+        workers=1,
+        iterations=2400,
         optimizer="adamw",
         lr=2e-3,
         weight_decay=1e-4,
-        warmup=50,
+        warmup=100,
         class_weighting="median",
-        eval_every=250,
+        eval_every=400,
     ),
     # The built-in demo: trains in minutes on 2 CPU cores.
     "synthetic-demo": TrainConfig(

@@ -15,6 +15,16 @@ from torch import nn
 from fcnseg.geometry import CoordMap
 
 
+def bilinear_profile(size: int) -> torch.Tensor:
+    """The 1-D bilinear profile of :func:`bilinear_kernel`, shape (size,), float64."""
+    if size < 1:
+        raise ValueError(f"kernel size must be >= 1, got {size}")
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = torch.arange(size, dtype=torch.float64)
+    return 1 - (og - center).abs() / factor
+
+
 def bilinear_kernel(size: int) -> torch.Tensor:
     """The 2-D bilinear interpolation kernel of the reference nets' surgery.
 
@@ -31,12 +41,7 @@ def bilinear_kernel(size: int) -> torch.Tensor:
         >>> bilinear_kernel(4)[0]
         tensor([0.0625, 0.1875, 0.1875, 0.0625])
     """
-    if size < 1:
-        raise ValueError(f"kernel size must be >= 1, got {size}")
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = torch.arange(size, dtype=torch.float64)
-    profile = 1 - (og - center).abs() / factor
+    profile = bilinear_profile(size)
     return torch.outer(profile, profile).float()
 
 
@@ -71,6 +76,32 @@ class Upsample(nn.Module):
             return F.conv_transpose2d(x, self.weight, stride=self.stride)
         weight = self.kernel.to(x.dtype).expand(self.channels, 1, -1, -1)
         return F.conv_transpose2d(x, weight, stride=self.stride, groups=self.channels)
+
+    def upsample_crop(self, x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
+        """``self(x)`` cropped at ``offset`` to ``size``, computing only the kept pixels.
+
+        The fixed bilinear kernel is separable, so the cropped output is
+        ``Mh @ x @ Mw^T`` with small interpolation matrices: the same numbers as the
+        transposed convolution, without the dense C x C weight or the cropped margin.
+
+        Shapes: (N, C, h, w) -> (N, C, size[0], size[1]).
+        """
+        if self.learnable:
+            return self(x)[..., offset : offset + size[0], offset : offset + size[1]]
+        mh = self._matrix(x.shape[-2], size[0], offset, x)
+        mw = self._matrix(x.shape[-1], size[1], offset, x)
+        return mh @ x @ mw.T
+
+    def _matrix(self, n_in: int, n_out: int, offset: int, like: torch.Tensor) -> torch.Tensor:
+        # Output y receives input i with weight profile[y + offset - stride * i].
+        tap = (
+            torch.arange(n_out, device=like.device)[:, None]
+            + offset
+            - self.stride * torch.arange(n_in, device=like.device)[None, :]
+        )
+        inside = (tap >= 0) & (tap < self.kernel_size)
+        profile = bilinear_profile(self.kernel_size).to(device=like.device, dtype=like.dtype)
+        return torch.where(inside, profile[tap.clamp(0, self.kernel_size - 1)], 0)
 
     def coord_map(self) -> CoordMap:
         return CoordMap(float(self.stride), (self.kernel_size - 1) / 2)
