@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 from PIL import Image
+from tqdm.auto import tqdm
 
 from fcnseg.datasets import DATASETS, DatasetInfo, build_dataset
 from fcnseg.images import DataError, overlay, save_label
+from fcnseg.inference import PRECISIONS
 from fcnseg.recipes import RECIPES, TrainConfig, get_recipe
 from fcnseg.surgery import WeightsError
 
@@ -148,10 +150,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fcnseg.inference import Segmenter, expand_inputs
+    from fcnseg.inference import Segmenter, as_rgb, expand_inputs
 
     seg = Segmenter.from_checkpoint(
-        args.checkpoint, device=None if args.device == "auto" else args.device
+        args.checkpoint,
+        backend=args.backend,
+        device=None if args.device == "auto" else args.device,
+        precision=args.precision,
+        compile=args.compile,
+        batch_size=args.batch_size,
     )
     info = DatasetInfo(**seg.checkpoint["dataset"])
     out = Path(args.out)
@@ -166,16 +173,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     if not items:
         raise DataError("nothing to predict: give image files, folders or globs, or --dataset")
-    from fcnseg.inference import as_rgb
-
-    for stem, item in items:
-        image = as_rgb(item)
-        label = seg.predict(image)[0]
-        save_label(label, out / f"{stem}.png", info.colors)
-        if not args.no_overlay:
-            Image.fromarray(overlay(image, label, info.colors)).save(out / f"{stem}_overlay.png")
+    chunk = 4 * args.batch_size  # images held in memory at once
+    for start in tqdm(range(0, len(items), chunk), desc="predict", disable=len(items) <= chunk):
+        stems = [stem for stem, _ in items[start : start + chunk]]
+        images = [as_rgb(item) for _, item in items[start : start + chunk]]
+        for stem, image, label in zip(stems, images, seg.predict(images), strict=True):
+            save_label(label, out / f"{stem}.png", info.colors)
+            if not args.no_overlay:
+                blend = overlay(image, label, info.colors)
+                Image.fromarray(blend).save(out / f"{stem}_overlay.png")
     print(f"predictions for {len(items)} images written to {out}/ "
           f"(<name>.png: labels with the {info.name} palette; <name>_overlay.png)")  # fmt: skip
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from fcnseg.checkpoint import model_from_checkpoint
+    from fcnseg.export import OnnxModel, export_onnx
+
+    model, _ = model_from_checkpoint(args.checkpoint)
+    export_onnx(model, args.output)
+    print(f"exported {args.checkpoint} to {args.output} (dynamic batch, height, width)")
+    runner = OnnxModel(args.output)
+    for size in ((64, 80), (97, 131)):
+        x = torch.randn(2, 3, *size)
+        with torch.inference_mode():
+            diff = (runner(x) - model(x)).abs().max().item()
+        print(f"parity {size[0]}x{size[1]}: max abs diff vs torch {diff:.2e}")
+        if diff > 1e-4:
+            raise ValueError(f"ONNX output differs from torch by {diff:.2e} (> 1e-4)")
     return 0
 
 
@@ -226,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", default="predictions", help="output folder")
             p.add_argument("--limit", type=int, help="at most this many images")
             p.add_argument("--no-overlay", action="store_true", help="labels only")
+            p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                           help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
+            p.add_argument("--compile", action="store_true", help="torch.compile the model")
+            p.add_argument("--batch-size", type=int, default=8, help="same-size images per pass")
+            p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                           help="onnxruntime: runs <checkpoint>.onnx (exported once)")  # fmt: skip
         else:
             p.add_argument("--json", help="also write the metrics to this JSON file")
         p.add_argument("--dataset", help="dataset (default: the checkpoint's)")
@@ -233,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split", help="split (default: the checkpoint's validation split)")
         p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX",
+                       description="Export to ONNX (dynamic batch, height, width) and check "
+                       "its output against torch on two input sizes.")  # fmt: skip
+    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train")
+    p.add_argument("output", help="the .onnx file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list the models", description="List registered models.")
     p.add_argument("--geometry", action="store_true", help="print each net's crop offsets")
