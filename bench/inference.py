@@ -1,0 +1,247 @@
+"""Inference speed of FCN-8s: a straightforward port against fcnseg's paths, in one run.
+
+(a) is written here the way common PyTorch ports write FCN-8s: pad 100, dense C x C
+transposed convolutions, constant crops, fp32, eager. Every other row runs the same
+weights through fcnseg: the default path, then each optimisation on its own. FLOPs
+are counted with torch's FlopCounterMode; the floors are a large matmul timed in
+the same run. Agreement is the share of pixels whose argmax equals (a)'s.
+
+    python bench/inference.py --out bench/results/inference_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import fcnseg
+from fcnseg.export import OnnxModel, export_onnx
+from fcnseg.inference import Segmenter, cpu_has_fast_bf16
+from fcnseg.transforms import normalize_image
+from fcnseg.upsample import bilinear_kernel
+
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid" / "val"
+
+
+class PortFCN8s(nn.Module):
+    """FCN-8s as the common ports write it (same key names as fcnseg for the convs)."""
+
+    def __init__(self, n: int, width: float = 1.0) -> None:
+        super().__init__()
+        layers, c = [], 3
+        w = lambda ch: max(1, round(ch * width))  # noqa: E731
+        for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                  512, 512, 512, "M"):  # fmt: skip
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+            else:
+                layers += [nn.Conv2d(c, w(v), 3, padding=100 if c == 3 else 1), nn.ReLU(True)]
+                c = w(v)
+        self.features = nn.Sequential(*layers)
+        self.fc6, self.fc7 = nn.Conv2d(w(512), w(4096), 7), nn.Conv2d(w(4096), w(4096), 1)
+        self.score_fr = nn.Conv2d(w(4096), n, 1)
+        self.score_pool4, self.score_pool3 = nn.Conv2d(w(512), n, 1), nn.Conv2d(w(256), n, 1)
+        self.upscore2 = nn.ConvTranspose2d(n, n, 4, 2, bias=False)
+        self.upscore_pool4 = nn.ConvTranspose2d(n, n, 4, 2, bias=False)
+        self.upscore8 = nn.ConvTranspose2d(n, n, 16, 8, bias=False)
+        for up in (self.upscore2, self.upscore_pool4, self.upscore8):
+            w = torch.zeros_like(up.weight)
+            w[range(n), range(n)] = bilinear_kernel(up.kernel_size[0])
+            up.weight.data.copy_(w)
+
+    def forward(self, x):
+        h = x
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i == 16:
+                pool3 = h
+            if i == 23:
+                pool4 = h
+        h = F.dropout(F.relu(self.fc6(h)), 0.5, self.training)
+        h = F.dropout(F.relu(self.fc7(h)), 0.5, self.training)
+        up2 = self.upscore2(self.score_fr(h))
+        s4 = self.score_pool4(pool4)[:, :, 5 : 5 + up2.size(2), 5 : 5 + up2.size(3)]
+        up4 = self.upscore_pool4(up2 + s4)
+        s3 = self.score_pool3(pool3)[:, :, 9 : 9 + up4.size(2), 9 : 9 + up4.size(3)]
+        out = self.upscore8(up4 + s3)
+        return out[:, :, 31 : 31 + x.size(2), 31 : 31 + x.size(3)].contiguous()
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """Measured FLOP/s of an n x n x n matmul: the machine's practical peak."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / min(times)
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def median_seconds(fn, x, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def camvid_batch(n: int, size: tuple[int, int]) -> torch.Tensor:
+    """Real road scenes (CamVid val), resized to ``size``; noise if the data is absent."""
+    files = sorted(CAMVID.glob("*.png"))[:n]
+    if len(files) < n:
+        return torch.randn(n, 3, *size)
+    from PIL import Image
+
+    images = [np.asarray(Image.open(f).convert("RGB").resize(size[::-1])) for f in files]
+    return torch.stack([normalize_image(im) for im in images])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results/inference_cpu.json")
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4, help="batch of the throughput case")
+    parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny net at 64x64: checks the bench runs"
+    )
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    width = 0.0625 if args.smoke else 1.0
+    reference = fcnseg.build_model("fcn8s", args.classes, width=width).eval()
+    for name in ("score_fr", "score_pool4", "score_pool3"):  # trained nets' scores are not 0
+        nn.init.normal_(getattr(reference, name).weight, std=0.01)
+    port = PortFCN8s(args.classes, width).eval()
+    port.load_state_dict(reference.state_dict(), strict=False)
+    efficient = fcnseg.build_model("fcn8s", args.classes, width=width, pad=1).eval()
+    efficient.load_state_dict(reference.state_dict())
+
+    onnx_dir = tempfile.mkdtemp()
+    export_onnx(reference, f"{onnx_dir}/fcn8s.onnx")
+
+    def seg(model=reference, **kw):
+        # Segmenter casts and re-lays-out its model in place: give each path its own copy.
+        return Segmenter(copy.deepcopy(model), device=device, **kw)
+
+    # path -> (make the runner, the eager fp32 model whose FLOPs it computes)
+    paths = {
+        "(a) port: pad 100, dense deconv, fp32": (lambda: port.to(device), port),
+        "fcnseg default (auto precision, channels_last)": (lambda: seg(), reference),
+        "fcnseg fp32 (cheap upsampling only)": (
+            lambda: seg(precision="fp32", channels_last=False), reference),
+        "+ channels_last": (lambda: seg(precision="fp32"), reference),
+        "+ bf16": (lambda: seg(precision="bf16", channels_last=False), reference),
+        "+ torch.compile": (
+            lambda: seg(precision="fp32", channels_last=False, compile=True), reference),
+        "+ onnxruntime": (lambda: Segmenter(OnnxModel(f"{onnx_dir}/fcn8s.onnx")), reference),
+        "efficient geometry (pad 1), default path": (lambda: seg(efficient), efficient),
+    }  # fmt: skip
+    if args.skip_compile or device == "cuda":
+        paths.pop("+ torch.compile")
+    if device == "cuda":
+        paths.pop("+ onnxruntime")
+
+    fp32_rate, bf16_rate = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    cases = [("batch 1, 500x500", 1, (500, 500)), ("batch 1, 360x480", 1, (360, 480)),
+             (f"batch {args.batch}, 360x480", args.batch, (360, 480))]  # fmt: skip
+    if args.smoke:
+        cases = [("batch 1, 64x64", 1, (64, 64)), ("batch 2, 48x64", 2, (48, 64))]
+    rows = []
+    for case, n, size in cases:
+        x = camvid_batch(n, size)
+        with torch.inference_mode():
+            ref_labels = port(x).argmax(1)
+        base = None
+        flops_of = {id(m): count_flops(m, x) for m in (port, reference, efficient)}
+        for label, (make, flops_model) in paths.items():
+            runner = make()
+            fn = runner.logits if isinstance(runner, Segmenter) else torch.inference_mode()(runner)
+            with torch.inference_mode():
+                out = fn(x)
+            seconds = median_seconds(fn, x, args.reps)
+            flops = flops_of[id(flops_model)]
+            low_precision = isinstance(runner, Segmenter) and runner.dtype != torch.float32
+            floor = flops / (bf16_rate if low_precision else fp32_rate)
+            base = base or seconds
+            rows.append({
+                "case": case, "path": label, "ms": 1000 * seconds, "images_per_s": n / seconds,
+                "speedup": base / seconds, "gflop": flops / 1e9, "floor_share": floor / seconds,
+                "agreement": (out.argmax(1) == ref_labels).double().mean().item(),
+            })  # fmt: skip
+            print(f"{case:>18} | {label:<48} | {1000 * seconds:8.1f} ms | "
+                  f"{rows[-1]['speedup']:5.2f}x | {100 * rows[-1]['floor_share']:5.1f}% floor | "
+                  f"agree {100 * rows[-1]['agreement']:.2f}%", flush=True)  # fmt: skip
+
+    result = {
+        "machine": {
+            "cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": device, "cpu_bf16": cpu_has_fast_bf16(),
+            "python": platform.python_version(),
+        },
+        "fp32_matmul_gflops": fp32_rate / 1e9, "bf16_matmul_gflops": bf16_rate / 1e9,
+        "rows": rows,
+    }  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    Path(args.out).with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, device {m['device']}; "
+        f"matmul floors fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, "
+        f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s.",
+        "",
+        "| case | path | median ms | images/s | speedup vs (a) | GFLOP | share of floor "
+        "| argmax agreement |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['case']} | {r['path']} | {r['ms']:.1f} | {r['images_per_s']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['gflop']:.0f} | {100 * r['floor_share']:.0f}% | "
+            f"{100 * r['agreement']:.2f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
