@@ -237,7 +237,7 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         lines.append(
             f"| {r['case']} | {r['path']} | {r['ms']:.1f} | {r['images_per_s']:.2f} | "
-            f"{r['speedup']:.2f}x | {r['gflop']:.0f} | {100 * r['floor_share']:.0f}% | "
+            f"{r['speedup']:.2f}x | {r['gflop']:.1f} | {100 * r['floor_share']:.0f}% | "
             f"{100 * r['agreement']:.2f}% |"
         )
     return "\n".join(lines) + "\n"
