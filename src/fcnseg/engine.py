@@ -17,13 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from fcnseg.checkpoint import load_checkpoint, save_checkpoint
 from fcnseg.datasets import SegmentationDataset, build_dataset, median_frequency_weights
-from fcnseg.loss import pixel_loss
+from fcnseg.distributed import Context, all_reduce_sum, setup, teardown
+from fcnseg.loss import loss_denominator, pixel_loss
 from fcnseg.metrics import ConfusionMatrix
 from fcnseg.models import build_model
 from fcnseg.recipes import TrainConfig
@@ -40,23 +43,30 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 class StreamSampler(Sampler):
-    """Endless ``(index, augmentation seed)`` pairs from position ``start`` on.
+    """Endless ``(index, augmentation seed)`` pairs from global position ``start`` on.
 
-    Epoch ``e`` is a permutation seeded by ``(seed, e)``; the augmentation seed of
-    position ``p`` is derived from ``(seed, p)``. Nothing depends on what came before.
+    Epoch ``e`` is a permutation seeded by ``(seed, e)`` (reshuffled every epoch);
+    the augmentation seed of position ``p`` is derived from ``(seed, p)``. With
+    ``world`` ranks, consecutive blocks of ``block`` positions go to the ranks in
+    turn, so the ranks together see exactly the single-process stream, whatever the
+    world size: a run can resume on any number of processes.
     """
 
-    def __init__(self, size: int, seed: int, start: int = 0) -> None:
+    def __init__(
+        self, size: int, seed: int, start: int = 0, *, rank: int = 0, world: int = 1,
+        block: int = 1,
+    ) -> None:  # fmt: skip
         self.size, self.seed, self.start = size, seed, start
+        self.rank, self.world, self.block = rank, world, block
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         position = self.start
         while True:
             epoch, offset = divmod(position, self.size)
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(
-                self.seed * 100_003 + epoch))  # fmt: skip
-            for i in order[offset:].tolist():
-                yield i, (self.seed * 1_000_003 + position) % 2**32
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            for i in torch.randperm(self.size, generator=generator)[offset:].tolist():
+                if (position // self.block) % self.world == self.rank:
+                    yield i, (self.seed * 1_000_003 + position) % 2**32
                 position += 1
 
 
@@ -110,6 +120,7 @@ def make_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         batch_norm=cfg.batch_norm,
         width=cfg.width,
         pad=cfg.pad,
+        dropout=cfg.dropout,
     )
     if cfg.init_from:
         init_from(model, read_state_dict(cfg.init_from))
@@ -130,7 +141,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes)
-    for i in tqdm(range(len(dataset)), desc="eval", leave=False, disable=not progress):
+    # Each rank takes every world-th image; the summed matrices are the whole set's.
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    indices = range(rank, len(dataset), world)
+    for i in tqdm(indices, desc="eval", leave=False, disable=not progress):
         image, label = dataset[i]
         logits = model(image[None].to(device))
         cm.update(logits.argmax(1)[0].cpu(), label)
@@ -187,21 +201,56 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
 
 
-def _loader(dataset: Dataset, cfg: TrainConfig, start: int, device: torch.device) -> Iterator:
-    sampler = StreamSampler(len(dataset), cfg.seed, start)
+def _loader(dataset: Dataset, cfg: TrainConfig, iteration: int, ctx: Context) -> Iterator:
+    if cfg.batch_size % ctx.world:
+        raise ValueError(f"batch_size {cfg.batch_size} (global) must divide by {ctx.world} ranks")
+    per_rank = cfg.batch_size // ctx.world
+    start = iteration * cfg.accumulate * cfg.batch_size
+    sampler = StreamSampler(
+        len(dataset), cfg.seed, start, rank=ctx.rank, world=ctx.world, block=per_rank
+    )
     return iter(
         DataLoader(
             dataset,
-            batch_size=cfg.batch_size,
+            batch_size=per_rank,
             sampler=sampler,
             num_workers=cfg.workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=ctx.device.type == "cuda",
             persistent_workers=cfg.workers > 0,
             # A private generator: worker seeding must not consume the global RNG,
             # or a resumed run's dropout masks would differ.
             generator=torch.Generator().manual_seed(cfg.seed),
         )
     )
+
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _step_loss(
+    model: nn.Module, images, labels, cfg: TrainConfig, class_weights, ctx: Context
+) -> tuple[torch.Tensor, float]:
+    """The loss to backpropagate on this rank, and the global loss value to log.
+
+    The loss is normalised by the *global* count of valid pixels (summed over
+    ranks) and scaled by the world size, so that DDP's gradient average equals
+    the gradient of one process that saw the whole global batch.
+    """
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    images = images.to(ctx.device, non_blocking=True, memory_format=memory_format)
+    labels = labels.to(ctx.device, non_blocking=True)
+    dtype = AUTOCAST[cfg.precision]
+    with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(images)
+    total = pixel_loss(logits.float(), labels, normalize=False, class_weights=class_weights)
+    if cfg.normalize_loss:
+        denom = loss_denominator(labels, class_weights).to(total)
+    else:  # the reference's sum: a global denominator of 1
+        denom = torch.full_like(total, 1 / ctx.world)
+    stats = all_reduce_sum(torch.stack([total.detach(), denom]))  # global sum, denominator
+    if stats[1] <= 0:  # every pixel void
+        return total * 0.0, 0.0
+    return total * (ctx.world / stats[1]), (stats[0] / stats[1]).item()
 
 
 def train(
@@ -213,7 +262,8 @@ def train(
     stop_after: int | None = None,
 ) -> dict:
     """Train per ``cfg``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
-    ``best.pt`` (by validation mean IU) into ``out``.
+    ``best.pt`` (by validation mean IU) into ``out``. Under torchrun, every rank
+    trains on its share of each global batch and rank 0 writes the files.
 
     Args:
         resume: continue from ``out/last.pt`` exactly where it stopped.
@@ -222,9 +272,16 @@ def train(
     Returns:
         The last validation metrics, with ``iteration`` and ``best_mean_iu``.
     """
-    out = Path(out)
+    ctx = setup(cfg.device)
+    try:
+        return _train(cfg, Path(out), ctx, resume=resume, progress=progress, stop_after=stop_after)
+    finally:
+        teardown()
+
+
+def _train(cfg, out: Path, ctx: Context, *, resume, progress, stop_after) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    device = select_device(cfg.device)
+    progress = progress and ctx.is_main
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -241,12 +298,15 @@ def train(
             normalization=cfg.normalization, scale=cfg.scale, crop=cfg.crop, flip=cfg.flip
         ),
     )
-    if cfg.crop is None and cfg.batch_size > 1:
-        raise ValueError("whole-image training needs batch_size 1; set crop for batches")
+    if cfg.crop is None and cfg.batch_size > ctx.world:
+        raise ValueError("whole-image training needs 1 image per rank; set crop for batches")
 
-    model = make_model(cfg, info.num_classes).to(device)
+    model = make_model(cfg, info.num_classes).to(ctx.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
     start, best = 0, -1.0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
@@ -255,10 +315,20 @@ def train(
         scheduler.load_state_dict(ckpt["scheduler"])
         start, best = ckpt["iteration"], ckpt["best_mean_iu"]
         _set_rng_state(ckpt["rng"])
-    else:
+    elif ctx.is_main:
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
+    if ctx.is_main:
+        (out / "config.json").write_text(cfg.to_json())
     log = RunLog(out / "metrics.jsonl")
+    net = model
+    if ctx.distributed:
+        if ctx.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    if cfg.compile:
+        net = torch.compile(net)
 
     def checkpoint(iteration: int, metrics: dict | None) -> dict:
         return {
@@ -275,27 +345,22 @@ def train(
             "metrics": metrics,
         }
 
-    batches = _loader(stream, cfg, start * cfg.accumulate * cfg.batch_size, device)
+    batches = _loader(stream, cfg, start, ctx)
     end = cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)
     bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc="train",
                disable=not progress, dynamic_ncols=True)  # fmt: skip
-    model.train()
+    net.train()
     metrics: dict = {}
     tic, running = time.time(), []
     for it in bar:
         optimizer.zero_grad(set_to_none=True)
         for _ in range(cfg.accumulate):
             images, labels = next(batches)
-            logits = model(images.to(device, non_blocking=True))
-            loss = pixel_loss(
-                logits,
-                labels.to(device, non_blocking=True),
-                normalize=cfg.normalize_loss,
-                class_weights=class_weights,
-            )
-            (loss / cfg.accumulate).backward()
-            running.append(loss.item())
-        optimizer.step()
+            loss, value = _step_loss(net, images, labels, cfg, class_weights, ctx)
+            scaler.scale(loss / cfg.accumulate).backward()
+            running.append(value)
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         if not math.isfinite(running[-1]):
             raise FloatingPointError(
@@ -306,21 +371,23 @@ def train(
         if done % cfg.log_every == 0 or done == end:
             lr = optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{np.mean(running):.4f}", lr=f"{lr:.2e}")
-            log.write(iteration=done, loss=float(np.mean(running)), lr=lr,
-                      seconds=round(time.time() - tic, 2))  # fmt: skip
+            if ctx.is_main:
+                log.write(iteration=done, loss=float(np.mean(running)), lr=lr,
+                          seconds=round(time.time() - tic, 2))  # fmt: skip
             running = []
         if done % cfg.eval_every == 0 or done == end:
-            metrics = evaluate(model, val_set, info.num_classes, device, progress=progress)
-            if "warning" in metrics:
-                tqdm.write(f"warning: {metrics['warning']}")
+            metrics = evaluate(model, val_set, info.num_classes, ctx.device, progress=progress)
             is_best = metrics["mean_iu"] > best
             best = max(best, metrics["mean_iu"])
-            log.write(iteration=done, eval=json_safe(metrics))
-            bar.write(f"iter {done}: val mean IU {metrics['mean_iu']:.4f} "
-                      f"pixel acc {metrics['pixel_acc']:.4f} (best {best:.4f})")  # fmt: skip
-            state = checkpoint(done, metrics)
-            save_checkpoint(state, out / "last.pt")
-            if is_best:
-                save_checkpoint(state, out / "best.pt")
+            if ctx.is_main:
+                if "warning" in metrics:
+                    tqdm.write(f"warning: {metrics['warning']}")
+                log.write(iteration=done, eval=json_safe(metrics))
+                tqdm.write(f"iter {done}: val mean IU {metrics['mean_iu']:.4f} "
+                           f"pixel acc {metrics['pixel_acc']:.4f} (best {best:.4f})")  # fmt: skip
+                state = checkpoint(done, metrics)
+                save_checkpoint(state, out / "last.pt")
+                if is_best:
+                    save_checkpoint(state, out / "best.pt")
     bar.close()
     return {**metrics, "iteration": end, "best_mean_iu": best}

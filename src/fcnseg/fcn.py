@@ -38,6 +38,7 @@ class FCN(nn.Module):
             at-once FCN-8s uses 0.01 for pool4 and 0.0001 for pool3).
         final_kernel: kernel of the last upsampling (2 x its stride in VGG nets).
         learnable_upsampling: learn the upsampling filters instead of fixing them.
+        dropout: dropout rate after fc6 and fc7 (0.5 in the reference).
 
     Shapes: (N, 3, H, W) -> logits (N, num_classes, H, W), for any H, W >= 1 when
     the input padding is large enough (100 for the reference nets).
@@ -55,11 +56,12 @@ class FCN(nn.Module):
         skip_scales: Mapping[str, float] | None = None,
         final_kernel: int = 64,
         learnable_upsampling: bool = False,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.features = features
-        self.fc6, self.relu6, self.drop6 = fc6, nn.ReLU(inplace=True), nn.Dropout(0.5)
-        self.fc7, self.relu7, self.drop7 = fc7, nn.ReLU(inplace=True), nn.Dropout(0.5)
+        self.fc6, self.relu6, self.drop6 = fc6, nn.ReLU(inplace=True), nn.Dropout(dropout)
+        self.fc7, self.relu7, self.drop7 = fc7, nn.ReLU(inplace=True), nn.Dropout(dropout)
         # Score layers start at zero (section 4.2): a new skip leaves the output unchanged.
         self.score_fr = _zero_conv(fc7.out_channels, num_classes)
         self.skips = tuple(skips)
@@ -163,6 +165,7 @@ def fcn_from_classifier(
     final_kernel: int = 64,
     learnable_upsampling: bool = False,
     pad: int = 100,
+    dropout: float = 0.5,
 ) -> FCN:
     """Decapitate and convolutionalize ``classifier`` into an FCN (section 4.1).
 
@@ -201,4 +204,5 @@ def fcn_from_classifier(
         skip_scales=skip_scales,
         final_kernel=final_kernel,
         learnable_upsampling=learnable_upsampling,
+        dropout=dropout,
     )

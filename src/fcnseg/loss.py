@@ -41,9 +41,17 @@ def pixel_loss(
     )
     if not normalize:
         return total
+    denom = loss_denominator(target, class_weights, ignore_index)
+    return total / denom if denom > 0 else total * 0.0
+
+
+def loss_denominator(
+    target: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """What the mean loss divides by: non-void pixels, or their summed class weights."""
     valid = target != ignore_index
     if class_weights is None:
-        denom = valid.sum().to(logits.dtype)
-    else:
-        denom = class_weights[target[valid]].sum()
-    return total / denom if denom > 0 else total * 0.0
+        return valid.sum().float()
+    return class_weights.to(target.device)[target[valid]].sum().float()

@@ -57,6 +57,7 @@ class ModelConfig:
     batch_norm: bool = False
     width: float = 1.0
     pad: int = 100
+    dropout: float = 0.5
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +77,7 @@ def build_model(
     batch_norm: bool = False,
     width: float = 1.0,
     pad: int = 100,
+    dropout: float = 0.5,
     init_from_model: nn.Module | None = None,
 ) -> FCN:
     """Build a registered FCN.
@@ -91,6 +93,7 @@ def build_model(
         width: channel multiplier of the backbone; 1.0 is the published net.
         pad: input padding of the first convolution; the reference's 100 makes
             every input size align.
+        dropout: dropout rate after fc6 and fc7 (the reference's 0.5).
         init_from_model: a trained coarser FCN to start from (staged training).
 
     Returns:
@@ -121,8 +124,11 @@ def build_model(
         final_kernel=spec.final_kernel,
         learnable_upsampling=learnable_upsampling,
         pad=pad,
+        dropout=dropout,
     )
-    model.config = ModelConfig(name, num_classes, learnable_upsampling, batch_norm, width, pad)
+    model.config = ModelConfig(
+        name, num_classes, learnable_upsampling, batch_norm, width, pad, dropout
+    )
     if init_from_model is not None:
         init_from(model, init_from_model)
     return model
@@ -139,4 +145,5 @@ def build_from_config(config: ModelConfig | dict) -> FCN:
         batch_norm=config.batch_norm,
         width=config.width,
         pad=config.pad,
+        dropout=config.dropout,
     )

@@ -48,6 +48,11 @@ class TrainConfig:
     warmup: int = 0
     normalize_loss: bool = True  # False: the reference's summed loss
     class_weighting: str = "none"  # or "median" (median-frequency balancing)
+    # speed (see "Training at scale" in the README)
+    precision: str = "fp32"  # "bf16" or "fp16" (autocast; fp16 with a grad scaler)
+    channels_last: bool = False
+    compile: bool = False
+    dropout: float = 0.5  # after fc6 and fc7, as the reference
     # bookkeeping
     eval_every: int = 500
     log_every: int = 20
