@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -169,10 +170,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.inputs:
         items = [(p.stem, p) for p in expand_inputs(args.inputs)]
+        load = as_rgb
     else:
         name, root, split = _data_for(seg.checkpoint, args)
         dataset = build_dataset(name, root, split)
-        items = [(dataset.names[i], dataset.load(i)[0]) for i in range(len(dataset))]
+        items = [(stem, i) for i, stem in enumerate(dataset.names)]
+
+        def load(index: int) -> np.ndarray:
+            return dataset.load(index)[0]
+
     if args.limit:
         items = items[: args.limit]
     if not items:
@@ -180,7 +186,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     chunk = 4 * args.batch_size  # images held in memory at once
     for start in tqdm(range(0, len(items), chunk), desc="predict", disable=len(items) <= chunk):
         stems = [stem for stem, _ in items[start : start + chunk]]
-        images = [as_rgb(item) for _, item in items[start : start + chunk]]
+        images = [load(item) for _, item in items[start : start + chunk]]
         for stem, image, label in zip(stems, images, seg.predict(images), strict=True):
             save_label(label, out / f"{stem}.png", info.colors)
             if not args.no_overlay:

@@ -1,0 +1,135 @@
+"""Training throughput of FCN-8s at 360x480: a plain loop against fcnseg's training step.
+
+The plain loop is written the straightforward way (the port of bench/inference.py,
+cross-entropy with ignore_index, SGD, fp32, eager). fcnseg's rows run the same
+model through ``fcnseg.engine._step_loss`` (the step ``fcnseg train`` takes),
+each option on its own. Inputs are CamVid train images preloaded in memory, so
+the numbers are compute, not decoding.
+
+    python bench/train_throughput.py --out bench/results/train_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from inference import PortFCN8s, _cpu_name
+
+import fcnseg
+from fcnseg.datasets import build_dataset
+from fcnseg.distributed import Context
+from fcnseg.engine import _step_loss, build_optimizer
+from fcnseg.recipes import TrainConfig
+from fcnseg.transforms import eval_transform
+
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
+
+
+def batches(n: int, batch: int, device: torch.device):
+    if CAMVID.is_dir():
+        ds = build_dataset("camvid", CAMVID, "train", eval_transform())
+        pairs = [ds[i] for i in range(n * batch)]
+    else:
+        pairs = [(torch.randn(3, 360, 480), torch.randint(0, 11, (360, 480)))] * (n * batch)
+    return [
+        (torch.stack([p[0] for p in pairs[i : i + batch]]).to(device),
+         torch.stack([p[1] for p in pairs[i : i + batch]]).to(device))
+        for i in range(0, len(pairs), batch)
+    ]  # fmt: skip
+
+
+def time_steps(step, data, warmup: int) -> float:
+    for images, labels in data[:warmup]:
+        step(images, labels)
+    times = []
+    for images, labels in data[warmup:]:
+        t = time.perf_counter()
+        step(images, labels)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def plain_step(model, optimizer):
+    def step(images, labels):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels, ignore_index=255)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def fcnseg_step(model, cfg: TrainConfig, ctx: Context):
+    optimizer = build_optimizer(model, cfg)
+    net = torch.compile(model) if cfg.compile else model
+
+    def step(images, labels):
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = _step_loss(net, images, labels, cfg, None, ctx)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results/train_cpu.json")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per row")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--width", type=float, default=1.0, help="< 1 for a quick check")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ctx = Context(device=device)
+    data = batches(args.steps + 1, args.batch, device)
+
+    model = fcnseg.build_model("fcn8s", 11, width=args.width).to(device)
+    port = PortFCN8s(11, args.width).to(device)
+    port.load_state_dict(model.state_dict(), strict=False)
+    base = TrainConfig(lr=1e-3, momentum=0.9)
+    rows = {"plain loop (fp32, eager)": lambda: plain_step(
+        port, torch.optim.SGD(port.parameters(), lr=1e-3, momentum=0.9))}  # fmt: skip
+    variants = {"fcnseg fp32": {}, "+ channels_last": {"channels_last": True}}
+    if device.type == "cuda":
+        variants["+ bf16"] = {"precision": "bf16"}
+        variants["bf16 + channels_last + compile"] = {
+            "precision": "bf16", "channels_last": True, "compile": True}  # fmt: skip
+    if args.compile:
+        variants["+ torch.compile"] = {"compile": True}
+    for name, change in variants.items():
+        cfg = base.replace(**change)
+
+        def make(cfg=cfg):
+            m = copy.deepcopy(model)
+            if cfg.channels_last:
+                m = m.to(memory_format=torch.channels_last)
+            return fcnseg_step(m, cfg, ctx)
+
+        rows[name] = make
+
+    results, first = [], None
+    for name, make in rows.items():
+        seconds = time_steps(make(), data, warmup=1)
+        first = first or seconds
+        results.append({"path": name, "step_s": seconds, "images_per_s": args.batch / seconds,
+                        "speedup": first / seconds})  # fmt: skip
+        print(f"{name:<36} {seconds:7.2f} s/step  {args.batch / seconds:6.3f} images/s  "
+              f"{first / seconds:5.2f}x", flush=True)  # fmt: skip
+    machine = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "device": str(device),
+               "torch": torch.__version__}  # fmt: skip
+    out = {"machine": machine, "batch": args.batch, "size": [360, 480], "rows": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
