@@ -64,7 +64,7 @@ def test_wrong_files_fail_clearly(vgg16_file, tmp_path):
         fcnseg.build_model("fcn32s", 21, backbone_weights=tmp_path / "missing.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="not a PyTorch weight file"):
+    with pytest.raises(WeightsError, match="not a readable weight file"):
         fcnseg.build_model("fcn32s", 21, backbone_weights=junk)
     # The VGG16 file does not fit AlexNet: the error names the keys.
     with pytest.raises(WeightsError, match=r"unexpected keys: .*features\.12\.weight"):

@@ -86,7 +86,24 @@ def _taps(features: nn.Sequential, names: tuple[str, ...]) -> tuple[Tap, ...]:
     )
 
 
-class VGG16(nn.Module):
+class Classifier(nn.Module):
+    """An ImageNet classifier in torchvision's layout: features, avgpool, classifier."""
+
+    features: nn.Sequential
+    avgpool: nn.Module
+    classifier: nn.Sequential
+    pool_names: tuple[str, ...] = ()
+
+    @property
+    def feature_info(self) -> tuple[Tap, ...]:
+        """The pooling layers a skip can read: name, index, stride, channels."""
+        return _taps(self.features, self.pool_names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class VGG16(Classifier):
     """VGG16 (Simonyan & Zisserman), optionally with batch norm and scaled width.
 
     ``width`` scales every layer's channels (1.0 is the published net); the
@@ -127,15 +144,8 @@ class VGG16(nn.Module):
         )
         _init_weights(self)
 
-    @property
-    def feature_info(self) -> tuple[Tap, ...]:
-        return _taps(self.features, self.pool_names)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-class AlexNet(nn.Module):
+class AlexNet(Classifier):
     """AlexNet (Krizhevsky et al.) in torchvision's single-tower form ("one weird trick").
 
     Shapes: (N, 3, 224, 224) -> (N, num_classes).
@@ -173,13 +183,6 @@ class AlexNet(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         _init_weights(self)
-
-    @property
-    def feature_info(self) -> tuple[Tap, ...]:
-        return _taps(self.features, self.pool_names)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 def _init_weights(net: nn.Module) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from fcnseg.images import DataError
 from fcnseg.models import build_from_config
+from fcnseg.surgery import WeightsError, load_file
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
@@ -37,14 +37,9 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (on the CPU)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # torch raises many types for files that are not checkpoints
-        raise DataError(f"{path}: not a readable fcnseg checkpoint ({type(e).__name__})") from None
+    obj = load_file(path, "fcnseg checkpoint")
     if not isinstance(obj, dict) or "model" not in obj or "model_config" not in obj:
-        raise DataError(f"{path}: not an fcnseg checkpoint (no model or model_config)")
+        raise WeightsError(f"{path}: not an fcnseg checkpoint (no model or model_config)")
     return obj
 
 

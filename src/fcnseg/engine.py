@@ -188,17 +188,20 @@ def json_safe(obj):
 
 
 def _rng_state() -> dict:
+    # Plain types only, so that checkpoints load with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, keys.tolist(), pos, has_gauss, gauss),
     }
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
 
 def _loader(dataset: Dataset, cfg: TrainConfig, iteration: int, ctx: Context) -> Iterator:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from fcnseg.backbones import VGG16, AlexNet
+from fcnseg.backbones import Classifier
 from fcnseg.convolutionalize import feature_channels, linear_to_conv
 from fcnseg.geometry import CoordMap, coord_map, crop_offset, layer_map
 from fcnseg.upsample import Upsample
@@ -157,7 +157,7 @@ def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 def fcn_from_classifier(
-    classifier: VGG16 | AlexNet,
+    classifier: Classifier,
     *,
     num_classes: int,
     skips: Sequence[str] = (),

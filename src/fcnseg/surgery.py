@@ -22,14 +22,19 @@ class WeightsError(ValueError):
     """A weight file that does not fit the model it is loaded into."""
 
 
+def load_file(path: str | os.PathLike, what: str = "weight file"):
+    """``torch.load`` on the CPU, tensors and plain data only (no code runs)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such {what}") from None
+    except Exception as e:  # torch raises many types for files that are not checkpoints
+        raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__})") from None
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict (or a checkpoint holding one under ``model``) from a file."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such weight file") from None
-    except Exception as e:  # torch raises many types for files that are not checkpoints
-        raise WeightsError(f"{path}: not a PyTorch weight file ({type(e).__name__}: {e})") from None
+    obj = load_file(path)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
