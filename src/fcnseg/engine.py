@@ -188,20 +188,17 @@ def json_safe(obj):
 
 
 def _rng_state() -> dict:
-    # Plain types only, so that checkpoints load with torch.load(weights_only=True).
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": (name, keys.tolist(), pos, has_gauss, gauss),
+        "numpy": np.random.get_state(),
     }
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    np.random.set_state(state["numpy"])
 
 
 def _loader(dataset: Dataset, cfg: TrainConfig, iteration: int, ctx: Context) -> Iterator:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,10 +23,17 @@ class WeightsError(ValueError):
     """A weight file that does not fit the model it is loaded into."""
 
 
+def _numpy_data_types() -> list:
+    # numpy arrays are plain data too (checkpoints hold numpy's RNG state).
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_file(path: str | os.PathLike, what: str = "weight file"):
     """``torch.load`` on the CPU, tensors and plain data only (no code runs)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such {what}") from None
     except Exception as e:  # torch raises many types for files that are not checkpoints
