@@ -82,3 +82,27 @@ def test_batch_must_divide_over_ranks(tmp_path):
            *cli_args(batch_size=3, iterations=1)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0 and "must divide by 2 ranks" in result.stderr
+
+
+def test_one_failing_rank_stops_the_job(tmp_path):
+    """A truncated image read by one rank only: the job ends with its error, no hang."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for d in ("images", "masks"):
+        (root / d).mkdir(parents=True)
+    (root / "classes.txt").write_text("a 0 0 0\nb 255 255 255\n")
+    for name in ("x", "y"):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / "masks" / f"{name}.png")
+    data = (root / "images" / "y.png").read_bytes()
+    (root / "images" / "y.png").write_bytes(data[:50])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "fcnseg", "train", "--quiet", "--out", str(tmp_path / "run"),
+           "--dataset", "folder", "--data-root", str(root), "--train-split", "all",
+           "--val-split", "all", *cli_args(batch_size=2, iterations=3, crop=32)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    assert "y.png: cannot read image" in result.stderr

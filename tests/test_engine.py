@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -117,3 +118,11 @@ def test_recipes_state_loss_and_lr():
 def test_checkpoint_roundtrip(tmp_path):
     save_checkpoint({"model": {"a": torch.ones(2)}, "model_config": {"x": 1}}, tmp_path / "c.pt")
     assert torch.equal(load_checkpoint(tmp_path / "c.pt")["model"]["a"], torch.ones(2))
+
+
+def test_mixed_precision_training_runs(tmp_path):
+    result = train(TINY.replace(precision="bf16", channels_last=True, iterations=2), tmp_path,
+                   progress=False)  # fmt: skip
+    assert 0 <= result["mean_iu"] <= 1
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert all(math.isfinite(r["loss"]) for r in logged if "loss" in r)
