@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# The CamVid runs reported in the README, one after the other on this machine:
-#  1. the camvid-fcn8s recipe (efficient geometry), the main result;
-#  2. faithful (pad 100) vs efficient (pad 1) geometry, same recipe, 400 iterations each.
-# Usage: bash bench/camvid_runs.sh [runs-folder]   (writes bench/results/camvid_*.json)
+# The CamVid runs reported in the README, on this machine's 2 CPU cores:
+#   bash bench/camvid_runs.sh main            # the camvid-fcn8s recipe (the README's result)
+#   bash bench/camvid_runs.sh geometry [N]    # faithful (pad 100) vs efficient (pad 1),
+#                                             # the same recipe shortened to N iterations
+# Each run's metrics go to bench/results/camvid_<run>.json with its command and wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-runs}
+runs=runs
 fcnseg=.venv/bin/fcnseg
-timed() {  # name, then the train arguments
-  local name=$1; shift
-  local start=$(date +%s)
-  "$fcnseg" train --quiet --out "$runs/$name" "$@"
-  local seconds=$(( $(date +%s) - start ))
-  "$fcnseg" eval "$runs/$name/best.pt" --json "bench/results/camvid_$name.json" > "$runs/$name/eval.txt"
+
+record() {  # name, seconds, the train arguments
+  local name=$1 seconds=$2; shift 2
+  "$fcnseg" eval "$runs/$name/best.pt" --json "bench/results/camvid_$name.json" | tee "$runs/$name/eval.txt"
   .venv/bin/python - "$runs/$name" "bench/results/camvid_$name.json" "$seconds" "$*" <<'PY'
 import json, sys
 run, path, seconds, args = sys.argv[1:]
@@ -21,9 +20,22 @@ result.update(train_seconds=int(seconds), command=f"fcnseg train {args}",
               config=json.load(open(f"{run}/config.json")))
 json.dump(result, open(path, "w"), indent=2)
 PY
-  cat "$runs/$name/eval.txt"
 }
-timed camvid-fcn8s --recipe camvid-fcn8s
-short=(--recipe camvid-fcn8s --iterations 400 --warmup 50 --eval-every 400)
-timed geometry-efficient "${short[@]}" --pad 1
-timed geometry-faithful "${short[@]}" --pad 100
+
+timed() {  # name, then the train arguments
+  local name=$1; shift
+  local start
+  start=$(date +%s)
+  "$fcnseg" train --quiet --out "$runs/$name" "$@"
+  record "$name" $(( $(date +%s) - start )) "$@"
+}
+
+case "${1:-main}" in
+  main) timed camvid-fcn8s --recipe camvid-fcn8s ;;
+  geometry)
+    n=${2:-400}
+    short=(--recipe camvid-fcn8s --iterations "$n" --warmup 50 --eval-every "$n")
+    timed geometry-efficient "${short[@]}" --pad 1
+    timed geometry-faithful "${short[@]}" --pad 100 ;;
+  *) echo "usage: $0 main | geometry [iterations]" >&2; exit 2 ;;
+esac
