@@ -150,6 +150,7 @@ def main() -> None:
         return Segmenter(copy.deepcopy(model), device=device, **kw)
 
     # path -> (make the runner, the eager fp32 model whose FLOPs it computes)
+    fast_bf16 = device == "cuda" or cpu_has_fast_bf16()
     paths = {
         "(a) port: pad 100, dense deconv, fp32": (lambda: port.to(device), port),
         "fcnseg default (auto precision, channels_last)": (lambda: seg(), reference),
@@ -164,14 +165,15 @@ def main() -> None:
     }  # fmt: skip
     if args.skip_compile or device == "cuda":
         paths.pop("+ torch.compile")
-    if device == "cpu" and not cpu_has_fast_bf16():
+    if not fast_bf16:
         # Emulated bf16 is an order of magnitude slower than fp32 (measured with --smoke).
         print("this CPU has no AMX / AVX512-BF16: skipping the bf16 row")
         paths.pop("+ bf16")
     if device == "cuda":
         paths.pop("+ onnxruntime")
 
-    fp32_rate, bf16_rate = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    fp32_rate = matmul_rate(torch.float32)
+    bf16_rate = matmul_rate(torch.bfloat16) if fast_bf16 else float("nan")
     cases = [("batch 1, 500x500", 1, (500, 500)), ("batch 1, 360x480", 1, (360, 480)),
              (f"batch {args.batch}, 360x480", args.batch, (360, 480))]  # fmt: skip
     if args.smoke:
@@ -232,7 +234,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, device {m['device']}; "
         f"matmul floors fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, "
-        f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s.",
+        f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s (nan: no native bf16).",
         "",
         "| case | path | median ms | images/s | speedup vs (a) | GFLOP | share of floor "
         "| argmax agreement |",
