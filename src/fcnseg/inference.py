@@ -61,7 +61,8 @@ class Segmenter:
             ``bf16`` or ``fp16`` (GPU).
         device: where to run; default CUDA if available, else CPU.
         compile: wrap the model in ``torch.compile``.
-        channels_last: NHWC memory layout (faster convolutions on CPU and GPU).
+        channels_last: NHWC memory layout; default on GPUs only (on the AVX2 CPU of
+            bench/inference.py it did not help consistently).
         normalization: how the weights expect pixels (``imagenet`` or ``caffe``).
         batch_size: most images per forward pass in :meth:`predict`.
 
@@ -79,7 +80,7 @@ class Segmenter:
         precision: str = "auto",
         device: str | torch.device | None = None,
         compile: bool = False,
-        channels_last: bool = True,
+        channels_last: bool | None = None,
         normalization: str = "imagenet",
         batch_size: int = 8,
     ) -> None:
@@ -91,6 +92,8 @@ class Segmenter:
             self.dtype, self.memory_format, self.model = torch.float32, None, model
             return
         self.dtype = resolve_precision(precision, self.device)
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
         self.model = torch.compile(model) if compile else model
