@@ -49,9 +49,10 @@ class Segmenter:
     """Loads once, then segments images: ``predict(images)`` -> label maps.
 
     The model is put in eval mode, cast once to the chosen precision (so no
-    weight is converted per call), laid out channels-last and optionally
-    compiled; calls run under ``torch.inference_mode``. The final bilinear
-    upsampling and its crop are one separable product per class (see
+    weight is converted per call; this changes the module passed in, so pass a
+    copy to keep an fp32 one), laid out channels-last and optionally compiled;
+    calls run under ``torch.inference_mode``. The final bilinear upsampling and
+    its crop are one separable product per class (see
     :meth:`fcnseg.upsample.Upsample.upsample_crop`). Same-size images are batched.
 
     Args:
