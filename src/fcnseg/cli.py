@@ -132,7 +132,8 @@ def _data_for(ckpt: dict, args: argparse.Namespace) -> tuple[str, str | None, st
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import model_from_checkpoint
-    from fcnseg.engine import evaluate, json_safe, select_device
+    from fcnseg.distributed import select_device
+    from fcnseg.engine import evaluate, json_safe
     from fcnseg.transforms import eval_transform
 
     model, ckpt = model_from_checkpoint(args.checkpoint)

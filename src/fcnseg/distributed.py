@@ -32,14 +32,19 @@ class Context:
         return self.world > 1
 
 
+def select_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if available, else the CPU; any other name as torch spells it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup(device: str = "auto") -> Context:
     """Join the process group torchrun describes (if any) and pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = select_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
@@ -57,8 +62,12 @@ def teardown() -> None:
 
 
 def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (a no-op in one process)."""
+    """Sum over ranks (a no-op in one process), on the device the backend needs."""
     if dist.is_available() and dist.is_initialized():
+        device = value.device
+        if dist.get_backend() == "nccl":
+            value = value.to("cuda")
         value = value.clone()
         dist.all_reduce(value)
+        value = value.to(device)
     return value

@@ -36,12 +36,6 @@ from fcnseg.transforms import eval_transform, train_transform
 COLLAPSE_SHARE = 0.95
 
 
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class StreamSampler(Sampler):
     """Endless ``(index, augmentation seed)`` pairs from global position ``start`` on.
 

@@ -14,7 +14,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 
@@ -93,9 +92,3 @@ def crop_offset(larger: CoordMap, reference: CoordMap) -> int:
     if offset < 0 or not math.isclose(offset, round(offset)):
         raise ValueError(f"maps do not align on whole pixels: offset {offset}")
     return round(offset)
-
-
-def crop_like(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
-    """Crop ``x`` (N, C, H', W') at ``offset`` to the spatial size of ``like`` (N, *, H, W)."""
-    h, w = like.shape[-2:]
-    return x[..., offset : offset + h, offset : offset + w]

@@ -18,8 +18,8 @@ import warnings
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from fcnseg.distributed import all_reduce_sum
 from fcnseg.images import IGNORE_INDEX
 
 
@@ -56,10 +56,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrices of all ranks (a no-op without torch.distributed)."""
-        if dist.is_available() and dist.is_initialized():
-            mat = self.mat.to("cuda" if dist.get_backend() == "nccl" else "cpu")
-            dist.all_reduce(mat)
-            self.mat = mat.cpu()
+        self.mat = all_reduce_sum(self.mat)
 
     def compute(self) -> dict:
         """The four metrics as fractions in [0, 1], and per-class IU and accuracy."""
