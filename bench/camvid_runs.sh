@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CamVid runs reported in the README, on this machine's 2 CPU cores:
 #   bash bench/camvid_runs.sh main            # the camvid-fcn8s recipe (the README's result)
-#   bash bench/camvid_runs.sh geometry [N]    # faithful (pad 100) vs efficient (pad 1),
-#                                             # the same recipe shortened to N iterations
+#   bash bench/camvid_runs.sh geometry [N] [SEED...]
+#                         # faithful (pad 100) vs efficient (pad 1), the same recipe
+#                         # shortened to N iterations, once per seed (default: seed 0)
 # Each run's metrics go to bench/results/camvid_<run>.json with its command and wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +35,11 @@ case "${1:-main}" in
   main) timed camvid-fcn8s --recipe camvid-fcn8s ;;
   geometry)
     n=${2:-400}
+    seeds=("${@:3}")
     short=(--recipe camvid-fcn8s --iterations "$n" --warmup 50 --eval-every "$n")
-    timed geometry-efficient "${short[@]}" --pad 1
-    timed geometry-faithful "${short[@]}" --pad 100 ;;
-  *) echo "usage: $0 main | geometry [iterations]" >&2; exit 2 ;;
+    for seed in "${seeds[@]:-0}"; do
+      timed "geometry-efficient-seed$seed" "${short[@]}" --pad 1 --seed "$seed"
+      timed "geometry-faithful-seed$seed" "${short[@]}" --pad 100 --seed "$seed"
+    done ;;
+  *) echo "usage: $0 main | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac

@@ -4,7 +4,9 @@
 transposed convolutions, constant crops, fp32, eager. Every other row runs the same
 weights through fcnseg: the default path, then each optimisation on its own. FLOPs
 are counted with torch's FlopCounterMode; the floors are a large matmul timed in
-the same run. Agreement is the share of pixels whose argmax equals (a)'s.
+the same run (the best of several sizes and repeats). The paths take turns within each
+case, so that drifting load on the machine hits them all alike. Agreement is the
+share of pixels whose argmax equals (a)'s.
 
     python bench/inference.py --out bench/results/inference_cpu.json
 """
@@ -28,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import fcnseg
 from fcnseg.export import OnnxModel, export_onnx
-from fcnseg.inference import Segmenter, cpu_has_fast_bf16
+from fcnseg.inference import Segmenter, cpu_has_fast_bf16, resolve_precision
 from fcnseg.transforms import normalize_image
 from fcnseg.upsample import bilinear_kernel
 
@@ -79,16 +81,20 @@ class PortFCN8s(nn.Module):
         return out[:, :, 31 : 31 + x.size(2), 31 : 31 + x.size(3)].contiguous()
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """Measured FLOP/s of an n x n x n matmul: the machine's practical peak."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
+def matmul_rate(dtype: torch.dtype, sizes=(1024, 2048, 4096), reps: int = 5) -> float:
+    """The machine's practical peak: the best FLOP/s of n x n x n matmuls over sizes and repeats.
+
+    The best, not the median: other load on the machine only ever slows a run down.
+    """
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times)
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
 
 
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
@@ -97,15 +103,15 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def median_seconds(fn, x, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn(x)
-    times = []
+def interleaved_seconds(fns: dict, x: torch.Tensor, reps: int) -> dict:
+    """Median seconds of each fn on ``x``, the fns taking turns so that drifting load hits all."""
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def camvid_batch(n: int, size: tuple[int, int]) -> torch.Tensor:
@@ -144,25 +150,31 @@ def main() -> None:
 
     onnx_dir = tempfile.mkdtemp()
     export_onnx(reference, f"{onnx_dir}/fcn8s.onnx")
+    export_onnx(efficient, f"{onnx_dir}/fcn8s-pad1.onnx")
 
     def seg(model=reference, **kw):
         # Segmenter casts and re-lays-out its model in place: give each path its own copy.
-        return Segmenter(copy.deepcopy(model), device=device, **kw)
+        return lambda: Segmenter(copy.deepcopy(model), device=device, **kw)
 
-    # path -> (make the runner, the eager fp32 model whose FLOPs it computes)
     fast_bf16 = device == "cuda" or cpu_has_fast_bf16()
+    default = resolve_precision("auto", torch.device(device))
+    # path -> (make the runner, the eager fp32 model whose FLOPs it computes)
     paths = {
         "(a) port: pad 100, dense deconv, fp32": (lambda: port.to(device), port),
-        "fcnseg default (auto precision, channels_last)": (lambda: seg(), reference),
-        "fcnseg fp32 (cheap upsampling only)": (
-            lambda: seg(precision="fp32", channels_last=False), reference),
-        "+ channels_last": (lambda: seg(precision="fp32"), reference),
-        "+ bf16": (lambda: seg(precision="bf16", channels_last=False), reference),
-        "+ torch.compile": (
-            lambda: seg(precision="fp32", channels_last=False, compile=True), reference),
+        f"fcnseg default ({_name(default)}, channels_last)": (seg(), reference),
+        "fcnseg fp32, NCHW (cheap upsampling only)": (
+            seg(precision="fp32", channels_last=False), reference),
+        "+ channels_last (CPU: 1x1 convs as matmuls)": (seg(precision="fp32"), reference),
+        "+ bf16": (seg(precision="bf16", channels_last=False), reference),
+        "+ torch.compile": (seg(precision="fp32", channels_last=False, compile=True), reference),
         "+ onnxruntime": (lambda: Segmenter(OnnxModel(f"{onnx_dir}/fcn8s.onnx")), reference),
-        "efficient geometry (pad 1), default path": (lambda: seg(efficient), efficient),
+        "efficient geometry (pad 1), default path": (seg(efficient), efficient),
+        "efficient geometry (pad 1), onnxruntime": (
+            lambda: Segmenter(OnnxModel(f"{onnx_dir}/fcn8s-pad1.onnx")), efficient),
     }  # fmt: skip
+    if default == torch.float32:
+        print("the default path is fp32 here: its row is the channels_last one")
+        paths.pop("+ channels_last (CPU: 1x1 convs as matmuls)")
     if args.skip_compile or device == "cuda":
         paths.pop("+ torch.compile")
     if not fast_bf16:
@@ -170,7 +182,7 @@ def main() -> None:
         print("this CPU has no AMX / AVX512-BF16: skipping the bf16 row")
         paths.pop("+ bf16")
     if device == "cuda":
-        paths.pop("+ onnxruntime")
+        paths = {k: v for k, v in paths.items() if "onnxruntime" not in k}
 
     fp32_rate = matmul_rate(torch.float32)
     bf16_rate = matmul_rate(torch.bfloat16) if fast_bf16 else float("nan")
@@ -178,29 +190,28 @@ def main() -> None:
              (f"batch {args.batch}, 360x480", args.batch, (360, 480))]  # fmt: skip
     if args.smoke:
         cases = [("batch 1, 64x64", 1, (64, 64)), ("batch 2, 48x64", 2, (48, 64))]
+    runners = {label: make() for label, (make, _) in paths.items()}
+    fns = {label: r.logits if isinstance(r, Segmenter) else torch.inference_mode()(r)
+           for label, r in runners.items()}  # fmt: skip
     rows = []
     for case, n, size in cases:
         x = camvid_batch(n, size)
         with torch.inference_mode():
             ref_labels = port(x).argmax(1)
-        base = None
+            labels = {label: fn(x).argmax(1) for label, fn in fns.items()}  # also the warm-up
         flops_of = {id(m): count_flops(m, x) for m in (port, reference, efficient)}
-        for label, (make, flops_model) in paths.items():
-            runner = make()
-            fn = runner.logits if isinstance(runner, Segmenter) else torch.inference_mode()(runner)
-            with torch.inference_mode():
-                out = fn(x)
-            seconds = median_seconds(fn, x, args.reps)
-            flops = flops_of[id(flops_model)]
+        seconds = interleaved_seconds(fns, x, args.reps)
+        base = seconds[next(iter(paths))]
+        for label, (_, flops_model) in paths.items():
+            runner, t, flops = runners[label], seconds[label], flops_of[id(flops_model)]
             low_precision = isinstance(runner, Segmenter) and runner.dtype != torch.float32
             floor = flops / (bf16_rate if low_precision else fp32_rate)
-            base = base or seconds
             rows.append({
-                "case": case, "path": label, "ms": 1000 * seconds, "images_per_s": n / seconds,
-                "speedup": base / seconds, "gflop": flops / 1e9, "floor_share": floor / seconds,
-                "agreement": (out.argmax(1) == ref_labels).double().mean().item(),
+                "case": case, "path": label, "ms": 1000 * t, "images_per_s": n / t,
+                "speedup": base / t, "gflop": flops / 1e9, "floor_share": floor / t,
+                "agreement": (labels[label] == ref_labels).double().mean().item(),
             })  # fmt: skip
-            print(f"{case:>18} | {label:<48} | {1000 * seconds:8.1f} ms | "
+            print(f"{case:>18} | {label:<48} | {1000 * t:8.1f} ms | "
                   f"{rows[-1]['speedup']:5.2f}x | {100 * rows[-1]['floor_share']:5.1f}% floor | "
                   f"agree {100 * rows[-1]['agreement']:.2f}%", flush=True)  # fmt: skip
 
@@ -217,6 +228,10 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2))
     Path(args.out).with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+
+
+def _name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def _cpu_name() -> str:

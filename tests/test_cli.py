@@ -68,6 +68,12 @@ def test_predict_any_image_kind(checkpoint, tmp_path, capsys):
         assert Image.open(out / f"{stem}.png").mode == "P"
         assert Image.open(out / f"{stem}_overlay.png").size == (2 * shape[1], shape[0])
     assert "predictions for 5 images" in capsys.readouterr().out
+    nchw = tmp_path / "nchw"
+    assert main(["predict", str(checkpoint), str(src), "--out", str(nchw), "--no-channels-last",
+                 "--no-overlay"]) == 0  # fmt: skip
+    for stem in expected:
+        same = read_label(nchw / f"{stem}.png") == read_label(out / f"{stem}.png")
+        assert same.all(), stem
 
 
 def test_user_errors_are_one_line(checkpoint, tmp_path, capsys):

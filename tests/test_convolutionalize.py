@@ -4,6 +4,7 @@ from torch import nn
 
 from fcnseg import convolutionalize
 from fcnseg.backbones import VGG16, AlexNet
+from fcnseg.convolutionalize import PointwiseLinear, pointwise_as_linear
 
 
 def window_scores(classifier, feature_map, kernel):
@@ -91,3 +92,34 @@ def test_original_untouched_and_bad_input():
     net.classifier[0] = nn.Linear(100, 32)
     with pytest.raises(ValueError, match="square map"):
         convolutionalize(net)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pointwise_linear_equals_the_convolution(memory_format):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 5, 1).double().to(memory_format=memory_format)
+    x = torch.randn(2, 6, 7, 9, dtype=torch.float64).contiguous(memory_format=memory_format)
+    linear = PointwiseLinear(conv)
+    out = linear(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, conv(x), rtol=1e-12, atol=1e-12)
+    assert linear.state_dict().keys() == conv.state_dict().keys()
+    assert linear.weight is conv.weight  # shared: a cast or load reaches both
+    for bad in (nn.Conv2d(6, 5, 3), nn.Conv2d(6, 5, 1, stride=2), nn.Conv2d(6, 6, 1, groups=2)):
+        with pytest.raises(ValueError, match="1x1"):
+            PointwiseLinear(bad)
+
+
+def test_pointwise_as_linear_keeps_the_fcn_output():
+    import fcnseg
+    from tests.conftest import randomize_scores
+
+    torch.manual_seed(0)
+    model = randomize_scores(fcnseg.build_model("fcn8s", 3, width=0.125), std=0.1).eval().double()
+    x = torch.randn(1, 3, 41, 57, dtype=torch.float64)
+    expected = model(x)
+    keys = model.state_dict().keys()
+    replaced = pointwise_as_linear(model)
+    assert set(replaced) == {"fc7", "score_fr", "score_pool4", "score_pool3"}
+    assert model.state_dict().keys() == keys
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)

@@ -164,6 +164,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device=None if args.device == "auto" else args.device,
         precision=args.precision,
         compile=args.compile,
+        channels_last=args.channels_last,
         batch_size=args.batch_size,
     )
     info = DatasetInfo(**seg.checkpoint["dataset"])
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--precision", default="auto", choices=PRECISIONS,
                            help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
+            p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                           help="keep NCHW instead of the channels-last layout")  # fmt: skip
             p.add_argument("--batch-size", type=int, default=8, help="same-size images per pass")
             p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                            help="onnxruntime: runs <checkpoint>.onnx (exported once)")  # fmt: skip

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from fcnseg.checkpoint import model_from_checkpoint
+from fcnseg.convolutionalize import pointwise_as_linear
 from fcnseg.datasets import IMAGE_SUFFIXES
 from fcnseg.images import DataError, read_image, to_rgb
 from fcnseg.transforms import normalize_image
@@ -49,8 +50,8 @@ class Segmenter:
     """Loads once, then segments images: ``predict(images)`` -> label maps.
 
     The model is put in eval mode, cast once to the chosen precision (so no
-    weight is converted per call; this changes the module passed in, so pass a
-    copy to keep an fp32 one), laid out channels-last and optionally compiled;
+    weight is converted per call), laid out channels-last and optionally compiled;
+    this changes the module passed in, so pass a copy to keep the original;
     calls run under ``torch.inference_mode``. The final bilinear upsampling and
     its crop are one separable product per class (see
     :meth:`fcnseg.upsample.Upsample.upsample_crop`). Same-size images are batched.
@@ -62,8 +63,9 @@ class Segmenter:
             ``bf16`` or ``fp16`` (GPU).
         device: where to run; default CUDA if available, else CPU.
         compile: wrap the model in ``torch.compile``.
-        channels_last: NHWC memory layout; default on GPUs only (on the AVX2 CPU of
-            bench/inference.py it did not help consistently).
+        channels_last: NHWC memory layout (default). On a CPU the 1x1 convolutions
+            (fc7, the score layers) then run as matrix products
+            (:func:`fcnseg.convolutionalize.pointwise_as_linear`).
         normalization: how the weights expect pixels (``imagenet`` or ``caffe``).
         batch_size: most images per forward pass in :meth:`predict`.
 
@@ -81,7 +83,7 @@ class Segmenter:
         precision: str = "auto",
         device: str | torch.device | None = None,
         compile: bool = False,
-        channels_last: bool | None = None,
+        channels_last: bool = True,
         normalization: str = "imagenet",
         batch_size: int = 8,
     ) -> None:
@@ -93,10 +95,10 @@ class Segmenter:
             self.dtype, self.memory_format, self.model = torch.float32, None, model
             return
         self.dtype = resolve_precision(precision, self.device)
-        if channels_last is None:
-            channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        if channels_last and self.device.type == "cpu":
+            pointwise_as_linear(model)
         self.model = torch.compile(model) if compile else model
 
     @classmethod
