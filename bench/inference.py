@@ -6,7 +6,9 @@ weights through fcnseg: the default path, then each optimisation on its own. FLO
 are counted with torch's FlopCounterMode; the floors are a large matmul timed in
 the same run (the best of several sizes and repeats). The paths take turns within each
 case, so that drifting load on the machine hits them all alike. Agreement is the
-share of pixels whose argmax equals (a)'s.
+share of pixels whose argmax equals (a)'s. On a GPU the onnxruntime rows give way to
+CUDA graphs, and the throughput case uses the batch that maximises the default
+path's images/s at 500x500.
 
     python bench/inference.py --out bench/results/inference_cpu.json
 """
@@ -81,37 +83,64 @@ class PortFCN8s(nn.Module):
         return out[:, :, 31 : 31 + x.size(2), 31 : 31 + x.size(3)].contiguous()
 
 
-def matmul_rate(dtype: torch.dtype, sizes=(1024, 2048, 4096), reps: int = 5) -> float:
+def matmul_rate(dtype: torch.dtype, device: str, sizes=(1024, 2048, 4096), reps: int = 5) -> float:
     """The machine's practical peak: the best FLOP/s of n x n x n matmuls over sizes and repeats.
 
     The best, not the median: other load on the machine only ever slows a run down.
     """
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
         a @ b
         for _ in range(reps):
+            sync(device)
             t = time.perf_counter()
             a @ b
+            sync(device)
             best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
 
 
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def count_flops(model: nn.Module, x: torch.Tensor) -> int:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
+        model(x.to(next(model.parameters()).device))
     return counter.get_total_flops()
 
 
-def interleaved_seconds(fns: dict, x: torch.Tensor, reps: int) -> dict:
+def interleaved_seconds(fns: dict, x: torch.Tensor, reps: int, device: str) -> dict:
     """Median seconds of each fn on ``x``, the fns taking turns so that drifting load hits all."""
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            sync(device)
             t = time.perf_counter()
             fn(x)
+            sync(device)
             times[name].append(time.perf_counter() - t)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def best_batch(fn, size: tuple[int, int], device: str, largest: int = 64) -> int:
+    """The batch (a power of 2) that maximises images/s of ``fn``, stopping at out-of-memory."""
+    rates = {}
+    for n in (2**i for i in range(largest.bit_length())):
+        if n > largest:
+            break
+        try:
+            x = torch.randn(n, 3, *size)
+            rates[n] = n / interleaved_seconds({"fn": fn}, x, 3, device)["fn"]
+        except torch.OutOfMemoryError:
+            break
+        print(f"batch {n}: {rates[n]:.1f} images/s", flush=True)
+        if len(rates) > 2 and rates[n] < max(rates.values()) * 0.98:
+            break
+    torch.cuda.empty_cache()
+    return max(rates, key=rates.get)
 
 
 def camvid_batch(n: int, size: tuple[int, int]) -> torch.Tensor:
@@ -130,7 +159,12 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/inference_cpu.json")
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=4, help="batch of the throughput case")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="batch of the CPU throughput case (a GPU searches for its best)",
+    )
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument(
         "--smoke", action="store_true", help="a tiny net at 64x64: checks the bench runs"
@@ -149,8 +183,13 @@ def main() -> None:
     efficient.load_state_dict(reference.state_dict())
 
     onnx_dir = tempfile.mkdtemp()
-    export_onnx(reference, f"{onnx_dir}/fcn8s.onnx")
-    export_onnx(efficient, f"{onnx_dir}/fcn8s-pad1.onnx")
+
+    def onnx(model, name):  # the onnxruntime rows run on the CPU
+        def make():
+            export_onnx(model, f"{onnx_dir}/{name}.onnx")
+            return Segmenter(OnnxModel(f"{onnx_dir}/{name}.onnx"))
+
+        return make
 
     def seg(model=reference, **kw):
         # Segmenter casts and re-lays-out its model in place: give each path its own copy.
@@ -167,40 +206,44 @@ def main() -> None:
         "+ channels_last (CPU: 1x1 convs as matmuls)": (seg(precision="fp32"), reference),
         "+ bf16": (seg(precision="bf16", channels_last=False), reference),
         "+ torch.compile": (seg(precision="fp32", channels_last=False, compile=True), reference),
-        "+ onnxruntime": (lambda: Segmenter(OnnxModel(f"{onnx_dir}/fcn8s.onnx")), reference),
+        "+ CUDA graphs (compile, reduce-overhead)": (
+            seg(precision="fp32", channels_last=False, compile="reduce-overhead"), reference),
+        "+ onnxruntime": (onnx(reference, "fcn8s"), reference),
         "efficient geometry (pad 1), default path": (seg(efficient), efficient),
-        "efficient geometry (pad 1), onnxruntime": (
-            lambda: Segmenter(OnnxModel(f"{onnx_dir}/fcn8s-pad1.onnx")), efficient),
+        "efficient geometry (pad 1), onnxruntime": (onnx(efficient, "fcn8s-pad1"), efficient),
     }  # fmt: skip
     if default == torch.float32:
         print("the default path is fp32 here: its row is the channels_last one")
         paths.pop("+ channels_last (CPU: 1x1 convs as matmuls)")
-    if args.skip_compile or device == "cuda":
-        paths.pop("+ torch.compile")
+    if args.skip_compile:
+        paths = {k: v for k, v in paths.items() if "compile" not in k}
     if not fast_bf16:
         # Emulated bf16 is an order of magnitude slower than fp32 (measured with --smoke).
         print("this CPU has no AMX / AVX512-BF16: skipping the bf16 row")
         paths.pop("+ bf16")
-    if device == "cuda":
-        paths = {k: v for k, v in paths.items() if "onnxruntime" not in k}
+    unavailable = "onnxruntime" if device == "cuda" else "CUDA graphs"
+    paths = {k: v for k, v in paths.items() if unavailable not in k}
 
-    fp32_rate = matmul_rate(torch.float32)
-    bf16_rate = matmul_rate(torch.bfloat16) if fast_bf16 else float("nan")
-    cases = [("batch 1, 500x500", 1, (500, 500)), ("batch 1, 360x480", 1, (360, 480)),
-             (f"batch {args.batch}, 360x480", args.batch, (360, 480))]  # fmt: skip
+    fp32_rate = matmul_rate(torch.float32, device)
+    bf16_rate = matmul_rate(torch.bfloat16, device) if fast_bf16 else float("nan")
+    runners = {label: make() for label, (make, _) in paths.items()}
+    fns = {label: r.logits if isinstance(r, Segmenter) else _on(r, device)
+           for label, r in runners.items()}  # fmt: skip
+    cases = [("batch 1, 500x500", 1, (500, 500)), ("batch 1, 360x480", 1, (360, 480))]
     if args.smoke:
         cases = [("batch 1, 64x64", 1, (64, 64)), ("batch 2, 48x64", 2, (48, 64))]
-    runners = {label: make() for label, (make, _) in paths.items()}
-    fns = {label: r.logits if isinstance(r, Segmenter) else torch.inference_mode()(r)
-           for label, r in runners.items()}  # fmt: skip
+    elif device == "cuda":  # the batch that maximises images/s, of the default path
+        n = best_batch(fns[f"fcnseg default ({_name(default)}, channels_last)"], (500, 500), device)
+        cases.append((f"batch {n} (best images/s), 500x500", n, (500, 500)))
+    else:
+        cases.append((f"batch {args.batch}, 360x480", args.batch, (360, 480)))
     rows = []
     for case, n, size in cases:
         x = camvid_batch(n, size)
-        with torch.inference_mode():
-            ref_labels = port(x).argmax(1)
-            labels = {label: fn(x).argmax(1) for label, fn in fns.items()}  # also the warm-up
+        labels = {label: fn(x).argmax(1).cpu() for label, fn in fns.items()}  # also the warm-up
+        ref_labels = labels[next(iter(paths))]
         flops_of = {id(m): count_flops(m, x) for m in (port, reference, efficient)}
-        seconds = interleaved_seconds(fns, x, args.reps)
+        seconds = interleaved_seconds(fns, x, args.reps, device)
         base = seconds[next(iter(paths))]
         for label, (_, flops_model) in paths.items():
             runner, t, flops = runners[label], seconds[label], flops_of[id(flops_model)]
@@ -228,6 +271,16 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2))
     Path(args.out).with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
+
+
+def _on(model: nn.Module, device: str):
+    """``model`` as a function of CPU batches, run on ``device`` under inference mode."""
+
+    @torch.inference_mode()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return model(x.to(device))
+
+    return run
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -62,7 +62,8 @@ class Segmenter:
         precision: ``auto`` (bf16 where the hardware has it, else fp32), ``fp32``,
             ``bf16`` or ``fp16`` (GPU).
         device: where to run; default CUDA if available, else CPU.
-        compile: wrap the model in ``torch.compile``.
+        compile: wrap the model in ``torch.compile``; a string is its ``mode``
+            (``"reduce-overhead"`` replays CUDA graphs on a GPU).
         channels_last: NHWC memory layout (default). On a CPU the 1x1 convolutions
             (fc7, the score layers) then run as matrix products
             (:func:`fcnseg.convolutionalize.pointwise_as_linear`).
@@ -82,7 +83,7 @@ class Segmenter:
         *,
         precision: str = "auto",
         device: str | torch.device | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         channels_last: bool = True,
         normalization: str = "imagenet",
         batch_size: int = 8,
@@ -99,7 +100,8 @@ class Segmenter:
         model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
         if channels_last and self.device.type == "cpu":
             pointwise_as_linear(model)
-        self.model = torch.compile(model) if compile else model
+        mode = compile if isinstance(compile, str) else None
+        self.model = torch.compile(model, mode=mode) if compile else model
 
     @classmethod
     def from_checkpoint(
