@@ -126,3 +126,25 @@ def test_mixed_precision_training_runs(tmp_path):
     assert 0 <= result["mean_iu"] <= 1
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
     assert all(math.isfinite(r["loss"]) for r in logged if "loss" in r)
+
+
+def test_batched_evaluation_equals_one_image_at_a_time():
+    import fcnseg
+    from fcnseg.engine import evaluate
+    from fcnseg.metrics import ConfusionMatrix
+    from tests.conftest import randomize_scores
+
+    torch.manual_seed(0)
+    model = randomize_scores(fcnseg.build_model("fcn8s", 3, width=0.125), std=0.5).eval()
+    sizes = [(24, 32), (24, 32), (24, 32), (17, 23), (24, 32), (17, 23), (17, 23)]
+    data = [(torch.randn(3, *s), torch.randint(0, 3, s)) for s in sizes]
+    data[0][1][:5] = 255  # void pixels are not counted
+    expected = ConfusionMatrix(3)
+    with torch.inference_mode():
+        for image, label in data:
+            expected.update(model(image[None])[0].argmax(0), label)
+    for batch_size, channels_last in [(1, False), (2, False), (3, True)]:
+        metrics = evaluate(model, data, 3, torch.device("cpu"), batch_size=batch_size,
+                           channels_last=channels_last, progress=False)  # fmt: skip
+        for key, value in expected.compute().items():
+            assert metrics[key] == pytest.approx(value, abs=1e-12, nan_ok=True), key

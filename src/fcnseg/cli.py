@@ -131,17 +131,22 @@ def _data_for(ckpt: dict, args: argparse.Namespace) -> tuple[str, str | None, st
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from fcnseg.checkpoint import model_from_checkpoint
     from fcnseg.distributed import select_device
     from fcnseg.engine import evaluate, json_safe
+    from fcnseg.inference import prepare_for_inference
     from fcnseg.transforms import eval_transform
 
     model, ckpt = model_from_checkpoint(args.checkpoint)
     device = select_device(args.device)
+    model = prepare_for_inference(model, device, torch.float32, args.channels_last)
     name, root, split = _data_for(ckpt, args)
     dataset = build_dataset(name, root, split, eval_transform(ckpt["normalization"]))
     tic = time.time()
-    metrics = evaluate(model.to(device), dataset, dataset.info.num_classes, device)
+    metrics = evaluate(model, dataset, dataset.info.num_classes, device,
+                       batch_size=args.batch_size, channels_last=args.channels_last)  # fmt: skip
     print(f"{name}/{split}: {len(dataset)} images, {time.time() - tic:.1f} s")
     print(format_table(metrics, dataset.info.classes))
     if "warning" in metrics:
@@ -269,13 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--precision", default="auto", choices=PRECISIONS,
                            help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
             p.add_argument("--compile", action="store_true", help="torch.compile the model")
-            p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                           help="keep NCHW instead of the channels-last layout")  # fmt: skip
-            p.add_argument("--batch-size", type=int, default=8, help="same-size images per pass")
             p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
                            help="onnxruntime: runs <checkpoint>.onnx (exported once)")  # fmt: skip
         else:
             p.add_argument("--json", help="also write the metrics to this JSON file")
+        p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                       help="keep NCHW instead of the channels-last layout")  # fmt: skip
+        p.add_argument("--batch-size", type=int, default=8 if name == "predict" else 4,
+                       help="same-size images per pass")  # fmt: skip
         p.add_argument("--dataset", help="dataset (default: the checkpoint's)")
         p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
         p.add_argument("--split", help="split (default: the checkpoint's validation split)")

@@ -121,6 +121,10 @@ def make_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -128,20 +132,38 @@ def evaluate(
     num_classes: int,
     device: torch.device,
     *,
+    batch_size: int = 4,
+    channels_last: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Metrics of ``model`` over ``dataset`` (normalised image, label), one whole image
-    at a time. Warns when the predictions collapse onto one class."""
+    """Metrics of ``model`` over ``dataset`` (normalised image, label), whole images.
+
+    Up to ``batch_size`` consecutive images of the same size go through at once,
+    channels-last if asked.
+    Warns when the predictions collapse onto one class.
+    """
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes)
+    images, labels = [], []
+
+    def flush() -> None:
+        batch = torch.stack(images).to(device, memory_format=memory_format(channels_last))
+        for pred, label in zip(model(batch).argmax(1).cpu(), labels, strict=True):
+            cm.update(pred, label)
+        images.clear()
+        labels.clear()
+
     # Each rank takes every world-th image; the summed matrices are the whole set's.
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    indices = range(rank, len(dataset), world)
-    for i in tqdm(indices, desc="eval", leave=False, disable=not progress):
+    for i in tqdm(range(rank, len(dataset), world), desc="eval", leave=False, disable=not progress):
         image, label = dataset[i]
-        logits = model(image[None].to(device))
-        cm.update(logits.argmax(1)[0].cpu(), label)
+        if images and (len(images) == batch_size or image.shape != images[0].shape):
+            flush()
+        images.append(image)
+        labels.append(label)
+    if images:
+        flush()
     model.train(was_training)
     cm.all_reduce()
     metrics = cm.compute()
@@ -230,8 +252,9 @@ def _step_loss(
     ranks) and scaled by the world size, so that DDP's gradient average equals
     the gradient of one process that saw the whole global batch.
     """
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    images = images.to(ctx.device, non_blocking=True, memory_format=memory_format)
+    images = images.to(
+        ctx.device, non_blocking=True, memory_format=memory_format(cfg.channels_last)
+    )
     labels = labels.to(ctx.device, non_blocking=True)
     dtype = AUTOCAST[cfg.precision]
     with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
@@ -296,8 +319,7 @@ def _train(cfg, out: Path, ctx: Context, *, resume, progress, stop_after) -> dic
         raise ValueError("whole-image training needs 1 image per rank; set crop for batches")
 
     model = make_model(cfg, info.num_classes).to(ctx.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format(cfg.channels_last))
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
@@ -370,7 +392,8 @@ def _train(cfg, out: Path, ctx: Context, *, resume, progress, stop_after) -> dic
                           seconds=round(time.time() - tic, 2))  # fmt: skip
             running = []
         if done % cfg.eval_every == 0 or done == end:
-            metrics = evaluate(model, val_set, info.num_classes, ctx.device, progress=progress)
+            metrics = evaluate(model, val_set, info.num_classes, ctx.device,
+                               channels_last=cfg.channels_last, progress=progress)  # fmt: skip
             is_best = metrics["mean_iu"] > best
             best = max(best, metrics["mean_iu"])
             if ctx.is_main:

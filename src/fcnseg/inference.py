@@ -14,6 +14,7 @@ from PIL import Image
 from fcnseg.checkpoint import model_from_checkpoint
 from fcnseg.convolutionalize import pointwise_as_linear
 from fcnseg.datasets import IMAGE_SUFFIXES
+from fcnseg.engine import memory_format
 from fcnseg.images import DataError, read_image, to_rgb
 from fcnseg.transforms import normalize_image
 
@@ -44,6 +45,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("fp16 inference is for GPUs; use bf16 or fp32 on a CPU")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def prepare_for_inference(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool
+) -> torch.nn.Module:
+    """``model`` in place: eval mode, on ``device``, cast once to ``dtype``, and laid out
+    channels-last if asked (then, on a CPU, its 1x1 convolutions run as matrix products:
+    :func:`fcnseg.convolutionalize.pointwise_as_linear`)."""
+    model = model.eval().to(device, dtype, memory_format=memory_format(channels_last))
+    if channels_last and device.type == "cpu":
+        pointwise_as_linear(model)
+    return model
 
 
 class Segmenter:
@@ -96,10 +109,8 @@ class Segmenter:
             self.dtype, self.memory_format, self.model = torch.float32, None, model
             return
         self.dtype = resolve_precision(precision, self.device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
-        if channels_last and self.device.type == "cpu":
-            pointwise_as_linear(model)
+        self.memory_format = memory_format(channels_last)
+        model = prepare_for_inference(model, self.device, self.dtype, channels_last)
         mode = compile if isinstance(compile, str) else None
         self.model = torch.compile(model, mode=mode) if compile else model
 
