@@ -71,3 +71,15 @@ def test_onnx_export_matches_torch(model, tmp_path):
     torch_seg = Segmenter(copy.deepcopy(model), precision="fp32", device="cpu")
     agree = (seg.predict(image)[0] == torch_seg.predict(image)[0]).mean()
     assert agree > 0.999
+
+
+def test_model_prepared_for_cpu_inference_still_exports(model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from fcnseg.export import OnnxModel, export_onnx
+
+    seg = Segmenter(copy.deepcopy(model), precision="fp32", device="cpu")  # 1x1 convs as matmuls
+    export_onnx(seg.model, tmp_path / "prepared.onnx")
+    x = torch.randn(2, 3, 50, 66)
+    with torch.inference_mode():
+        expected = model(x)
+    assert (OnnxModel(tmp_path / "prepared.onnx")(x) - expected).abs().max().item() < 1e-4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -20,7 +21,11 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, example_size: int 
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise RuntimeError(ONNX_HELP) from None
-    model = model.eval().float()
+    # A copy, so the caller's model is left as it is: fp32 and NCHW, because
+    # torch.export cannot keep H and W dynamic through channels-last weights.
+    model = (
+        copy.deepcopy(model).eval().to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    )
     example = torch.randn(1, 3, example_size, example_size)
     dims = {
         0: torch.export.Dim("batch", min=1, max=1024),
