@@ -197,13 +197,14 @@ def main() -> None:
 
     fast_bf16 = device == "cuda" or cpu_has_fast_bf16()
     default = resolve_precision("auto", torch.device(device))
+    fc = ", fc as matmuls" if device == "cpu" else ""  # see prepare_for_inference
     # path -> (make the runner, the eager fp32 model whose FLOPs it computes)
     paths = {
         "(a) port: pad 100, dense deconv, fp32": (lambda: port.to(device), port),
-        f"fcnseg default ({_name(default)}, channels_last)": (seg(), reference),
-        "fcnseg fp32, NCHW (cheap upsampling only)": (
+        f"fcnseg default ({_name(default)}, channels_last{fc})": (seg(), reference),
+        f"fcnseg fp32, NCHW (cheap upsampling{fc})": (
             seg(precision="fp32", channels_last=False), reference),
-        "+ channels_last (CPU: 1x1 convs as matmuls)": (seg(precision="fp32"), reference),
+        "+ channels_last": (seg(precision="fp32"), reference),
         "+ bf16": (seg(precision="bf16", channels_last=False), reference),
         "+ torch.compile": (seg(precision="fp32", channels_last=False, compile=True), reference),
         "+ CUDA graphs (compile, reduce-overhead)": (
@@ -214,7 +215,7 @@ def main() -> None:
     }  # fmt: skip
     if default == torch.float32:
         print("the default path is fp32 here: its row is the channels_last one")
-        paths.pop("+ channels_last (CPU: 1x1 convs as matmuls)")
+        paths.pop("+ channels_last")
     if args.skip_compile:
         paths = {k: v for k, v in paths.items() if "compile" not in k}
     if not fast_bf16:
@@ -233,7 +234,7 @@ def main() -> None:
     if args.smoke:
         cases = [("batch 1, 64x64", 1, (64, 64)), ("batch 2, 48x64", 2, (48, 64))]
     elif device == "cuda":  # the batch that maximises images/s, of the default path
-        n = best_batch(fns[f"fcnseg default ({_name(default)}, channels_last)"], (500, 500), device)
+        n = best_batch(next(f for k, f in fns.items() if "default" in k), (500, 500), device)
         cases.append((f"batch {n} (best images/s), 500x500", n, (500, 500)))
     else:
         cases.append((f"batch {args.batch}, 360x480", args.batch, (360, 480)))

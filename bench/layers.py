@@ -1,9 +1,10 @@
 """Where FCN-8s spends its time: every convolution of one forward pass, timed, per layout.
 
-Times each convolution (and 1x1 matrix product) of the faithful FCN-8s at 500x500,
-batch 1, fp32, in three set-ups: NCHW; channels-last; channels-last with the 1x1
-convolutions run as matrix products (fcnseg's CPU default). Each layer's
-GFLOP/s against the matmul rate of the same run shows which layers fall short.
+Times each convolution of the faithful FCN-8s at 500x500, batch 1, fp32, in NCHW
+and channels-last, each with and without fc6, fc7 and the score layers run as
+matrix products (``fully_connected_as_matmuls``; channels-last with them is
+fcnseg's CPU default). Each layer's GFLOP/s against the matmul rate of the same
+run shows which layers fall short.
 
     python bench/layers.py --out bench/results/layers_cpu.md
 """
@@ -22,62 +23,66 @@ from inference import matmul_rate  # bench/inference.py
 from torch import nn
 
 import fcnseg
-from fcnseg.convolutionalize import PointwiseLinear, pointwise_as_linear
+from fcnseg.convolutionalize import WindowLinear, fully_connected_as_matmuls
 
-LAYOUTS = ("NCHW", "channels_last", "channels_last + 1x1 as matmul")
+LAYOUTS = ("NCHW", "NCHW, fc as matmuls", "channels_last", "channels_last, fc as matmuls")
 
 
-def layer_seconds(model: nn.Module, x: torch.Tensor, reps: int) -> tuple[dict, dict, float]:
-    """Median seconds of each convolution and of the whole pass; each convolution's FLOPs."""
-    times, flops, starts = defaultdict(list), {}, {}
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d | PointwiseLinear)}
+class LayerTimer:
+    """Forward hooks that record each convolution's seconds and FLOPs in a model."""
 
-    def before(name):
-        return lambda module, inputs: starts.__setitem__(name, time.perf_counter())
+    def __init__(self, model: nn.Module) -> None:
+        self.times, self.flops, self.starts = defaultdict(list), {}, {}
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d | WindowLinear):
+                m.register_forward_pre_hook(self._before(name))
+                m.register_forward_hook(self._after(name))
 
-    def after(name):
+    def _before(self, name):
+        return lambda module, inputs: self.starts.__setitem__(name, time.perf_counter())
+
+    def _after(self, name):
         def hook(module, inputs, out):
-            times[name].append(time.perf_counter() - starts[name])
-            flops[name] = 2 * out.numel() * module.weight[0].numel()
+            self.times[name].append(time.perf_counter() - self.starts[name])
+            self.flops[name] = 2 * out.numel() * module.weight[0].numel()
 
         return hook
 
-    handles = [m.register_forward_pre_hook(before(n)) for n, m in layers.items()]
-    handles += [m.register_forward_hook(after(n)) for n, m in layers.items()]
-    totals = []
-    with torch.inference_mode():
-        model(x)
-        times.clear()
-        for _ in range(reps):
-            t = time.perf_counter()
-            model(x)
-            totals.append(time.perf_counter() - t)
-    for h in handles:
-        h.remove()
-    return {n: statistics.median(ts) for n, ts in times.items()}, flops, statistics.median(totals)
+    def medians(self) -> dict:
+        return {name: statistics.median(ts) for name, ts in self.times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/layers_cpu.md")
     parser.add_argument("--size", type=int, default=500)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     base = fcnseg.build_model("fcn8s", 21).eval()
     x = torch.randn(1, 3, args.size, args.size)
-    rate = matmul_rate(torch.float32)
+    rate = matmul_rate(torch.float32, "cpu")
 
-    results = {}
+    runs = {}  # layout -> (model, input, timer, whole-pass seconds)
     for layout in LAYOUTS:
         model, inp = copy.deepcopy(base), x
-        if layout != "NCHW":
+        if layout.startswith("channels_last"):
             model = model.to(memory_format=torch.channels_last)
             inp = x.contiguous(memory_format=torch.channels_last)
         if "matmul" in layout:
-            pointwise_as_linear(model)
-        results[layout] = layer_seconds(model, inp, args.reps)
-        print(f"{layout}: {results[layout][2]:.2f} s", flush=True)
+            fully_connected_as_matmuls(model)
+        runs[layout] = (model, inp, LayerTimer(model), [])
+    with torch.inference_mode():
+        for model, inp, timer, _ in runs.values():  # warm-up
+            model(inp)
+            timer.times.clear()
+        for _ in range(args.reps):  # the layouts take turns, so drifting load hits all
+            for model, inp, _, totals in runs.values():
+                t = time.perf_counter()
+                model(inp)
+                totals.append(time.perf_counter() - t)
+    results = {k: (timer.medians(), timer.flops, statistics.median(totals))
+               for k, (_, _, timer, totals) in runs.items()}  # fmt: skip
 
     flops = results["NCHW"][1]
     lines = [

@@ -4,7 +4,7 @@ from torch import nn
 
 from fcnseg import convolutionalize
 from fcnseg.backbones import VGG16, AlexNet
-from fcnseg.convolutionalize import PointwiseLinear, pointwise_as_linear
+from fcnseg.convolutionalize import WindowLinear, fully_connected_as_matmuls
 
 
 def window_scores(classifier, feature_map, kernel):
@@ -95,31 +95,45 @@ def test_original_untouched_and_bad_input():
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_pointwise_linear_equals_the_convolution(memory_format):
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (7, 0), (3, 1), (5, 2)])
+def test_window_linear_equals_the_convolution(memory_format, kernel, padding):
     torch.manual_seed(0)
-    conv = nn.Conv2d(6, 5, 1).double().to(memory_format=memory_format)
-    x = torch.randn(2, 6, 7, 9, dtype=torch.float64).contiguous(memory_format=memory_format)
-    linear = PointwiseLinear(conv)
-    out = linear(x)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, conv(x), rtol=1e-12, atol=1e-12)
+    conv = nn.Conv2d(6, 10, kernel, padding=padding).double().to(memory_format=memory_format)
+    x = torch.randn(2, 6, 9, 11, dtype=torch.float64).contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        expected = conv(x)
+        for block in (1024, 3):  # one product; blocks of 3 output channels (not dividing 10)
+            linear = WindowLinear(conv, block=block)
+            torch.testing.assert_close(linear(x), expected, rtol=1e-12, atol=1e-12)
+        linear = WindowLinear(conv, max_positions=10)  # too many windows: the convolution
+        torch.testing.assert_close(linear(x), expected, rtol=1e-12, atol=1e-12)
     assert linear.state_dict().keys() == conv.state_dict().keys()
     assert linear.weight is conv.weight  # shared: a cast or load reaches both
-    for bad in (nn.Conv2d(6, 5, 3), nn.Conv2d(6, 5, 1, stride=2), nn.Conv2d(6, 6, 1, groups=2)):
-        with pytest.raises(ValueError, match="1x1"):
-            PointwiseLinear(bad)
+    out = linear(x)  # with gradients on: the convolution, differentiable
+    out.sum().backward()
+    assert conv.weight.grad is not None
 
 
-def test_pointwise_as_linear_keeps_the_fcn_output():
+def test_window_linear_needs_a_plain_convolution():
+    for bad in (nn.Conv2d(6, 5, 3, stride=2), nn.Conv2d(6, 6, 1, groups=2),
+                nn.Conv2d(6, 5, 3, dilation=2), nn.Conv2d(6, 5, 3, padding="same")):  # fmt: skip
+        with pytest.raises(ValueError, match="plain stride-1"):
+            WindowLinear(bad)
+
+
+@pytest.mark.parametrize("pad", [100, 1])
+def test_fully_connected_as_matmuls_keeps_the_fcn_output(pad):
     import fcnseg
     from tests.conftest import randomize_scores
 
     torch.manual_seed(0)
-    model = randomize_scores(fcnseg.build_model("fcn8s", 3, width=0.125), std=0.1).eval().double()
-    x = torch.randn(1, 3, 41, 57, dtype=torch.float64)
-    expected = model(x)
-    keys = model.state_dict().keys()
-    replaced = pointwise_as_linear(model)
-    assert set(replaced) == {"fc7", "score_fr", "score_pool4", "score_pool3"}
-    assert model.state_dict().keys() == keys
-    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+    model = fcnseg.build_model("fcn8s", 3, width=0.125, pad=pad).eval().double()
+    model = randomize_scores(model, std=0.1)
+    x = torch.randn(2, 3, 41, 57, dtype=torch.float64)
+    with torch.no_grad():
+        expected = model(x)
+        keys = model.state_dict().keys()
+        replaced = fully_connected_as_matmuls(model)
+        assert set(replaced) == {"fc6", "fc7", "score_fr", "score_pool4", "score_pool3"}
+        assert model.state_dict().keys() == keys
+        torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from fcnseg.checkpoint import model_from_checkpoint
-from fcnseg.convolutionalize import pointwise_as_linear
+from fcnseg.convolutionalize import fully_connected_as_matmuls
 from fcnseg.datasets import IMAGE_SUFFIXES
 from fcnseg.engine import memory_format
 from fcnseg.images import DataError, read_image, to_rgb
@@ -50,12 +50,12 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 def prepare_for_inference(
     model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool
 ) -> torch.nn.Module:
-    """``model`` in place: eval mode, on ``device``, cast once to ``dtype``, and laid out
-    channels-last if asked (then, on a CPU, its 1x1 convolutions run as matrix products:
-    :func:`fcnseg.convolutionalize.pointwise_as_linear`)."""
+    """``model`` in place: eval mode, on ``device``, cast once to ``dtype``, laid out
+    channels-last if asked, and on a CPU with fc6, fc7 and the score layers run as
+    matrix products (:func:`fcnseg.convolutionalize.fully_connected_as_matmuls`)."""
     model = model.eval().to(device, dtype, memory_format=memory_format(channels_last))
-    if channels_last and device.type == "cpu":
-        pointwise_as_linear(model)
+    if device.type == "cpu":
+        fully_connected_as_matmuls(model)
     return model
 
 
@@ -63,10 +63,10 @@ class Segmenter:
     """Loads once, then segments images: ``predict(images)`` -> label maps.
 
     The model is put in eval mode, cast once to the chosen precision (so no
-    weight is converted per call), laid out channels-last and optionally compiled;
-    this changes the module passed in, so pass a copy to keep the original;
-    calls run under ``torch.inference_mode``. The final bilinear upsampling and
-    its crop are one separable product per class (see
+    weight is converted per call), laid out channels-last and optionally compiled
+    (:func:`prepare_for_inference`); this changes the module passed in, so pass a
+    copy to keep the original; calls run under ``torch.inference_mode``. The final
+    bilinear upsampling and its crop are one separable product per class (see
     :meth:`fcnseg.upsample.Upsample.upsample_crop`). Same-size images are batched.
 
     Args:
@@ -77,9 +77,7 @@ class Segmenter:
         device: where to run; default CUDA if available, else CPU.
         compile: wrap the model in ``torch.compile``; a string is its ``mode``
             (``"reduce-overhead"`` replays CUDA graphs on a GPU).
-        channels_last: NHWC memory layout (default). On a CPU the 1x1 convolutions
-            (fc7, the score layers) then run as matrix products
-            (:func:`fcnseg.convolutionalize.pointwise_as_linear`).
+        channels_last: NHWC memory layout (default).
         normalization: how the weights expect pixels (``imagenet`` or ``caffe``).
         batch_size: most images per forward pass in :meth:`predict`.
 
