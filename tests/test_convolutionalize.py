@@ -95,7 +95,7 @@ def test_original_untouched_and_bad_input():
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("kernel, padding", [(1, 0), (7, 0), (3, 1), (5, 2)])
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (1, 1), (7, 0), (3, 1), (5, 2)])
 def test_window_linear_equals_the_convolution(memory_format, kernel, padding):
     torch.manual_seed(0)
     conv = nn.Conv2d(6, 10, kernel, padding=padding).double().to(memory_format=memory_format)

@@ -100,7 +100,7 @@ class WindowLinear(nn.Module):
     already are the rows of an (N*H*W, C_in) matrix. A larger kernel (fc6) unfolds
     the windows (im2col) in the order of the weight's memory layout, so the weight
     is used as it lies, and multiplies ``block`` output channels at a time: for
-    VGG16's fc6 on a 22x22 map that measured 1.7x faster than oneDNN's direct
+    VGG16's fc6 on a 22x22 map that measured 1.5-1.7x faster than oneDNN's direct
     convolution on an AVX2 CPU, and blocks of 1024 beat one whole product
     (``bench/layers.py``). Beyond ``max_positions`` output positions the unfolded
     windows would outgrow the weight, so the convolution runs as such.
@@ -122,7 +122,8 @@ class WindowLinear(nn.Module):
         self.block, self.max_positions = block, max_positions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size == (1, 1) and not torch.compiler.is_exporting():
+        pointwise = self.kernel_size == (1, 1) and self.padding == (0, 0)
+        if pointwise and not torch.compiler.is_exporting():
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
