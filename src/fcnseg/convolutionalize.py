@@ -122,15 +122,16 @@ class WindowLinear(nn.Module):
         self.block, self.max_positions = block, max_positions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pointwise = self.kernel_size == (1, 1) and self.padding == (0, 0)
-        if pointwise and not torch.compiler.is_exporting():
+        if torch.compiler.is_exporting():  # as a convolution, H and W stay dynamic
+            return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+        if self.kernel_size == (1, 1) and self.padding == (0, 0):
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
             return y.permute(0, 3, 1, 2)
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
         n, _, h, w = x.shape
         ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
         with_grad = torch.is_grad_enabled() and self.weight.requires_grad  # out= has no autograd
-        if with_grad or torch.compiler.is_exporting() or n * ho * wo > self.max_positions:
+        if with_grad or n * ho * wo > self.max_positions:
             return F.conv2d(x, self.weight, self.bias, padding=self.padding)
         if self.weight.is_contiguous():  # (C_in, kh, kw) order: F.unfold's
             weight = self.weight.flatten(1)
