@@ -139,8 +139,7 @@ def evaluate(
     """Metrics of ``model`` over ``dataset`` (normalised image, label), whole images.
 
     Up to ``batch_size`` consecutive images of the same size go through at once,
-    channels-last if asked.
-    Warns when the predictions collapse onto one class.
+    channels-last if asked. Warns when the predictions collapse onto one class.
     """
     was_training = model.training
     model.eval()
