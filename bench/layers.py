@@ -19,11 +19,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from inference import matmul_rate  # bench/inference.py
+from inference import interleaved_seconds, matmul_rate  # bench/inference.py
 from torch import nn
 
 import fcnseg
 from fcnseg.convolutionalize import WindowLinear, fully_connected_as_matmuls
+from fcnseg.engine import memory_format
 
 LAYOUTS = ("NCHW", "NCHW, fc as matmuls", "channels_last", "channels_last, fc as matmuls")
 
@@ -63,26 +64,21 @@ def main() -> None:
     x = torch.randn(1, 3, args.size, args.size)
     rate = matmul_rate(torch.float32, "cpu")
 
-    runs = {}  # layout -> (model, input, timer, whole-pass seconds)
+    passes, timers = {}, {}  # layout -> a whole pass on x; its layer timer
     for layout in LAYOUTS:
-        model, inp = copy.deepcopy(base), x
-        if layout.startswith("channels_last"):
-            model = model.to(memory_format=torch.channels_last)
-            inp = x.contiguous(memory_format=torch.channels_last)
+        layout_format = memory_format(layout.startswith("channels_last"))
+        model = copy.deepcopy(base).to(memory_format=layout_format)
         if "matmul" in layout:
             fully_connected_as_matmuls(model)
-        runs[layout] = (model, inp, LayerTimer(model), [])
+        layout_x = x.contiguous(memory_format=layout_format)
+        passes[layout] = lambda _, model=model, layout_x=layout_x: model(layout_x)
+        timers[layout] = LayerTimer(model)
     with torch.inference_mode():
-        for model, inp, timer, _ in runs.values():  # warm-up
-            model(inp)
-            timer.times.clear()
-        for _ in range(args.reps):  # the layouts take turns, so drifting load hits all
-            for model, inp, _, totals in runs.values():
-                t = time.perf_counter()
-                model(inp)
-                totals.append(time.perf_counter() - t)
-    results = {k: (timer.medians(), timer.flops, statistics.median(totals))
-               for k, (_, _, timer, totals) in runs.items()}  # fmt: skip
+        for layout, run in passes.items():  # warm-up
+            run(x)
+            timers[layout].times.clear()
+        totals = interleaved_seconds(passes, x, args.reps, "cpu")
+    results = {k: (timers[k].medians(), timers[k].flops, totals[k]) for k in LAYOUTS}
 
     flops = results["NCHW"][1]
     lines = [
