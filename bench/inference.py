@@ -31,10 +31,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import fcnseg
-from fcnseg.export import OnnxModel, export_onnx
-from fcnseg.inference import Segmenter, cpu_has_fast_bf16, resolve_precision
-from fcnseg.transforms import normalize_image
-from fcnseg.upsample import bilinear_kernel
+from fcnseg.data.transforms import normalize_image
+from fcnseg.deploy.export import OnnxModel, export_onnx
+from fcnseg.deploy.inference import Segmenter
+from fcnseg.nets.upsample import bilinear_kernel
+from fcnseg.train.device import cpu_has_fast_bf16, resolve_precision
 
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid" / "val"
 

@@ -23,8 +23,8 @@ from inference import interleaved_seconds, matmul_rate  # bench/inference.py
 from torch import nn
 
 import fcnseg
-from fcnseg.convolutionalize import WindowLinear, fully_connected_as_matmuls
-from fcnseg.engine import memory_format
+from fcnseg.nets.convolutionalize import WindowLinear, fully_connected_as_matmuls
+from fcnseg.train.device import memory_format
 
 LAYOUTS = ("NCHW", "NCHW, fc as matmuls", "channels_last", "channels_last, fc as matmuls")
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fcnseg.datasets import build_dataset
-from fcnseg.inference import Segmenter
-from fcnseg.metrics import ConfusionMatrix
+from fcnseg.data.registry import build_dataset
+from fcnseg.deploy.inference import Segmenter
+from fcnseg.train.metrics import ConfusionMatrix
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 The plain loop is written the straightforward way (the port of bench/inference.py,
 cross-entropy with ignore_index, SGD, fp32, eager). fcnseg's rows run the same
-model through ``fcnseg.engine._step_loss`` (the step ``fcnseg train`` takes),
+model through ``fcnseg.train.engine._step_loss`` (the step ``fcnseg train`` takes),
 each option on its own. Inputs are CamVid train images preloaded in memory, so
 the numbers are compute, not decoding.
 
@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from inference import PortFCN8s, _cpu_name
 
 import fcnseg
-from fcnseg.datasets import build_dataset
-from fcnseg.distributed import Context
-from fcnseg.engine import _step_loss, build_optimizer
-from fcnseg.recipes import TrainConfig
-from fcnseg.transforms import eval_transform
+from fcnseg.data.registry import build_dataset
+from fcnseg.data.transforms import eval_transform
+from fcnseg.train.config import TrainConfig
+from fcnseg.train.distributed import Context
+from fcnseg.train.engine import _step_loss, build_optimizer
 
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
 

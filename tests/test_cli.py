@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fcnseg.cli import main
-from fcnseg.images import read_label
+from fcnseg.data.images import read_label
 
 TINY = ["--width", "0.0625", "--crop", "48", "--batch-size", "2", "--iterations", "4",
         "--eval-every", "4", "--quiet"]  # fmt: skip

@@ -13,11 +13,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fcnseg.datasets import DATASETS, DatasetInfo, build_dataset
-from fcnseg.images import DataError, overlay, save_label
-from fcnseg.inference import PRECISIONS
-from fcnseg.recipes import RECIPES, TrainConfig, get_recipe
-from fcnseg.surgery import WeightsError
+from fcnseg.data.images import overlay, save_label
+from fcnseg.data.info import DataError, DatasetInfo
+from fcnseg.data.registry import DATASETS, build_dataset
+from fcnseg.errors import UserError
+from fcnseg.train.config import TrainConfig
+from fcnseg.train.device import PRECISIONS
+from fcnseg.train.recipes import RECIPES, get_recipe
 
 FIELD_HELP = {
     "model": "registered model (fcnseg models)",
@@ -91,7 +93,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fcnseg.engine import train
+    from fcnseg.train.engine import train
 
     cfg = _config_from_args(args)
     out = Path(args.out or f"runs/{args.recipe}")
@@ -133,11 +135,11 @@ def _data_for(ckpt: dict, args: argparse.Namespace) -> tuple[str, str | None, st
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from fcnseg.checkpoint import model_from_checkpoint
-    from fcnseg.distributed import select_device
-    from fcnseg.engine import evaluate, json_safe
-    from fcnseg.inference import prepare_for_inference
-    from fcnseg.transforms import eval_transform
+    from fcnseg.data.transforms import eval_transform
+    from fcnseg.deploy.inference import prepare_for_inference
+    from fcnseg.train.checkpoint import model_from_checkpoint
+    from fcnseg.train.device import select_device
+    from fcnseg.train.engine import evaluate, json_safe
 
     model, ckpt = model_from_checkpoint(args.checkpoint)
     device = select_device(args.device)
@@ -161,7 +163,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fcnseg.inference import Segmenter, as_rgb, expand_inputs
+    from fcnseg.deploy.inference import Segmenter, as_rgb, expand_inputs
 
     seg = Segmenter.from_checkpoint(
         args.checkpoint,
@@ -207,8 +209,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from fcnseg.checkpoint import model_from_checkpoint
-    from fcnseg.export import OnnxModel, export_onnx
+    from fcnseg.deploy.export import OnnxModel, export_onnx
+    from fcnseg.train.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(args.checkpoint)
     export_onnx(model, args.output)
@@ -225,7 +227,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fcnseg.models import MODELS, build_model
+    from fcnseg.nets.registry import MODELS, build_model
 
     for name, spec in MODELS.items():
         print(f"{name:<14} {spec.description}")
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, WeightsError, ValueError, FloatingPointError) as e:
+    except (UserError, FloatingPointError) as e:
         print(f"fcnseg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

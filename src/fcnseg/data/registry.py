@@ -1,0 +1,38 @@
+"""The dataset registry: ``build_dataset(name, root, split)``.
+
+- ``synthetic``: built-in drawn scenes, nothing to download.
+- ``folder``: your own ``images/`` + ``masks/`` with a ``classes.txt``.
+- ``voc``: PASCAL VOC 2011/2012 (``SegmentationClass`` palette PNGs, 255 void).
+- ``sbd``: the Semantic Boundaries Dataset (``cls/*.mat``), the reference's training set.
+- ``camvid``: CamVid 11 classes in the SegNet layout, 11 void.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fcnseg.data.camvid import CamVidDataset
+from fcnseg.data.dataset import SegmentationDataset, Transform
+from fcnseg.data.folder import FolderDataset
+from fcnseg.data.info import DataError
+from fcnseg.data.synthetic import SyntheticDataset
+from fcnseg.data.voc import SBDDataset, VOCDataset
+
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    "synthetic": SyntheticDataset,
+    "folder": FolderDataset,
+    "voc": VOCDataset,
+    "sbd": SBDDataset,
+    "camvid": CamVidDataset,
+}
+
+
+def build_dataset(
+    name: str, root: str | os.PathLike | None, split: str, transform: Transform | None = None
+) -> SegmentationDataset:
+    """A dataset by registry name; ``root`` is unused for ``synthetic``."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name != "synthetic" and root is None:
+        raise DataError(f"dataset {name!r} needs a root directory (--data-root)")
+    return DATASETS[name](root, split, transform)

@@ -1,0 +1,72 @@
+"""PASCAL VOC 2011/2012 and SBD, the reference's data (paper section 4.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fcnseg.data.dataset import FileDataset, read_list, require_dir
+from fcnseg.data.info import IGNORE_INDEX, DataError, DatasetInfo, voc_colors
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+VOC_INFO = DatasetInfo("voc", VOC_CLASSES, voc_colors(21), IGNORE_INDEX)
+
+
+class VOCDataset(FileDataset):
+    """PASCAL VOC 2011/2012 segmentation: ``root`` is e.g. ``VOCdevkit/VOC2012``.
+
+    Splits come from ``ImageSets/Segmentation/<split>.txt``. ``seg11valid``, the
+    paper's 736-image validation set (VOC2011 val minus SBD train), is read from
+    ``seg11valid.txt`` there, or computed when ``sbd_root`` is given.
+    """
+
+    info = VOC_INFO
+
+    def __init__(self, root, split: str = "val", transform=None, *, sbd_root=None) -> None:
+        root = require_dir(Path(root))
+        lists = root / "ImageSets" / "Segmentation"
+        if split == "seg11valid" and not (lists / "seg11valid.txt").is_file():
+            if sbd_root is None:
+                raise DataError(
+                    f"{lists}/seg11valid.txt not found: pass sbd_root to compute it "
+                    "(VOC2011 val minus SBD train)"
+                )
+            sbd_train = set(read_list(Path(sbd_root) / "train.txt"))
+            names = [n for n in read_list(lists / "val.txt") if n not in sbd_train]
+        else:
+            names = read_list(lists / f"{split}.txt")
+        pairs = [
+            (root / "JPEGImages" / f"{n}.jpg", root / "SegmentationClass" / f"{n}.png")
+            for n in names
+        ]
+        super().__init__(pairs, str(lists / f"{split}.txt"), transform)
+
+
+class SBDDataset(FileDataset):
+    """SBD (Hariharan et al.): ``root`` is its ``dataset/`` folder (img/, cls/, train.txt)."""
+
+    info = DatasetInfo("sbd", VOC_CLASSES, voc_colors(21), IGNORE_INDEX)
+
+    def __init__(self, root, split: str = "train", transform=None) -> None:
+        root = require_dir(Path(root))
+        names = read_list(root / f"{split}.txt")
+        pairs = [(root / "img" / f"{n}.jpg", root / "cls" / f"{n}.mat") for n in names]
+        super().__init__(pairs, str(root / f"{split}.txt"), transform)
+
+    def read_label(self, path: Path) -> np.ndarray:
+        from scipy.io import loadmat
+
+        try:
+            mat = loadmat(path, squeeze_me=True, struct_as_record=False)
+            return np.asarray(mat["GTcls"].Segmentation, dtype=np.uint8)
+        except FileNotFoundError:
+            raise DataError(f"{path}: no such file") from None
+        except Exception as e:  # scipy raises many types for files that are not .mat
+            raise DataError(f"{path}: not an SBD class map (GTcls.Segmentation): {e}") from None

@@ -1,0 +1,1 @@
+"""Deployment: Segmenter (inference on images of any size) and ONNX export."""

@@ -1,0 +1,170 @@
+"""Inference: a loaded model that turns images of any size into label maps."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from fcnseg.data.images import IMAGE_SUFFIXES, read_image, to_rgb
+from fcnseg.data.info import DataError
+from fcnseg.data.transforms import normalize_image
+from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
+from fcnseg.train.checkpoint import model_from_checkpoint
+from fcnseg.train.device import memory_format, resolve_precision
+
+ImageLike = str | os.PathLike | np.ndarray | Image.Image
+
+
+def prepare_for_inference(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool
+) -> torch.nn.Module:
+    """``model`` in place: eval mode, on ``device``, cast once to ``dtype``, laid out
+    channels-last if asked, and on a CPU with fc6, fc7 and the score layers run as
+    matrix products (:func:`fcnseg.nets.convolutionalize.fully_connected_as_matmuls`)."""
+    model = model.eval().to(device, dtype, memory_format=memory_format(channels_last))
+    if device.type == "cpu":
+        fully_connected_as_matmuls(model)
+    return model
+
+
+class Segmenter:
+    """Loads once, then segments images: ``predict(images)`` -> label maps.
+
+    The model is put in eval mode, cast once to the chosen precision (so no
+    weight is converted per call), laid out channels-last and optionally compiled
+    (:func:`prepare_for_inference`); this changes the module passed in, so pass a
+    copy to keep the original; calls run under ``torch.inference_mode``. The final
+    bilinear upsampling and its crop are one separable product per class (see
+    :meth:`fcnseg.nets.upsample.Upsample.upsample_crop`). Same-size images are batched.
+
+    Args:
+        model: an FCN (N, 3, H, W) -> (N, C, H, W), or an
+            :class:`~fcnseg.deploy.export.OnnxModel` (then ``precision`` must be fp32/auto).
+        precision: ``auto`` (bf16 where the hardware has it, else fp32), ``fp32``,
+            ``bf16`` or ``fp16`` (GPU).
+        device: where to run; default CUDA if available, else CPU.
+        compile: wrap the model in ``torch.compile``; a string is its ``mode``
+            (``"reduce-overhead"`` replays CUDA graphs on a GPU).
+        channels_last: NHWC memory layout (default).
+        normalization: how the weights expect pixels (``imagenet`` or ``caffe``).
+        batch_size: most images per forward pass in :meth:`predict`.
+
+    Example:
+        >>> import fcnseg, numpy as np
+        >>> seg = Segmenter(fcnseg.build_model("fcn32s", 3, width=0.125), precision="fp32")
+        >>> seg.predict([np.zeros((20, 30, 3), np.uint8)])[0].shape
+        (20, 30)
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        precision: str = "auto",
+        device: str | torch.device | None = None,
+        compile: bool | str = False,
+        channels_last: bool = True,
+        normalization: str = "imagenet",
+        batch_size: int = 8,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.normalization, self.batch_size = normalization, batch_size
+        if not isinstance(model, torch.nn.Module):  # an ONNX model: runs as exported
+            if precision not in ("auto", "fp32"):
+                raise ValueError("the onnxruntime backend runs in fp32")
+            self.dtype, self.memory_format, self.model = torch.float32, None, model
+            return
+        self.dtype = resolve_precision(precision, self.device)
+        self.memory_format = memory_format(channels_last)
+        model = prepare_for_inference(model, self.device, self.dtype, channels_last)
+        mode = compile if isinstance(compile, str) else None
+        self.model = torch.compile(model, mode=mode) if compile else model
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, backend: str = "torch", onnx_path=None, **kwargs
+    ) -> Segmenter:
+        """A Segmenter for a checkpoint written by ``fcnseg train``.
+
+        ``backend="onnxruntime"`` runs ``onnx_path`` (default: the checkpoint's path
+        with ``.onnx``, exported on first use).
+        """
+        model, ckpt = model_from_checkpoint(path)
+        if backend == "onnxruntime":
+            from fcnseg.deploy.export import OnnxModel, export_onnx
+
+            onnx_path = Path(onnx_path or Path(path).with_suffix(".onnx"))
+            if not onnx_path.exists():
+                export_onnx(model, onnx_path)
+            model = OnnxModel(onnx_path)
+        elif backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+        seg = cls(model, normalization=ckpt.get("normalization", "imagenet"), **kwargs)
+        seg.checkpoint = ckpt
+        return seg
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised images -> (N, C, H, W) float32 logits."""
+        if self.memory_format is None:
+            return self.model(batch).float()
+        x = batch.to(self.device, self.dtype, memory_format=self.memory_format)
+        return self.model(x).float()
+
+    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray]:
+        """Label maps (H, W) uint8, one per image, each of its image's own size.
+
+        Images may be paths, PIL images or (H, W, 3) / (H, W) uint8 arrays, of mixed sizes.
+        """
+        if isinstance(images, str | os.PathLike | np.ndarray | Image.Image):
+            images = [images]
+        arrays = [as_rgb(im) for im in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, a in enumerate(arrays):
+            by_size.setdefault(a.shape[:2], []).append(i)
+        labels: list[np.ndarray | None] = [None] * len(arrays)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                x = torch.stack([normalize_image(arrays[i], self.normalization) for i in chunk])
+                pred = self.logits(x).argmax(1).to(torch.uint8).cpu().numpy()
+                for i, p in zip(chunk, pred, strict=True):
+                    labels[i] = p
+        return labels
+
+
+def as_rgb(image: ImageLike) -> np.ndarray:
+    """A path, PIL image or array as (H, W, 3) uint8 RGB."""
+    if isinstance(image, str | os.PathLike):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise DataError(f"expected an (H, W, 3) image array, got shape {a.shape}")
+    return np.ascontiguousarray(a[..., :3]).astype(np.uint8)
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            paths.append(p)
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise DataError(f"{item}: no such file, folder or matching glob")
+            paths += [Path(m) for m in matches if Path(m).is_file()]
+    return paths

@@ -1,0 +1,9 @@
+"""The one error type the command line reports as a line instead of a traceback."""
+
+
+class UserError(Exception):
+    """Something the user gave (a file, a flag, a config value) that fcnseg cannot use.
+
+    The message names the file or option and what is allowed. Every other
+    exception is a bug in fcnseg and keeps its traceback.
+    """

@@ -1,0 +1,208 @@
+"""The fully convolutional network and its skip architecture (paper sections 3-4).
+
+A classifier, decapitated and convolutionalized (section 4.1), scores the image
+at stride 32 (``score_fr``). Upsampling those coarse scores straight to the
+input is FCN-32s. The skip architecture (section 4.2) upsamples them 2x
+(``upscore2``), adds scores predicted from a finer pooling layer
+(``score_pool4``, cropped to align) and repeats (``fuse_pool4`` -> FCN-16s,
+``fuse_pool3`` -> FCN-8s) before the final upsampling, which is cropped to the
+input. Every crop offset comes from the layers' coordinate maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from fcnseg.nets.backbones import Classifier
+from fcnseg.nets.convolutionalize import feature_channels, linear_to_conv
+from fcnseg.nets.geometry import CoordMap, coord_map, crop_offset, layer_map
+from fcnseg.nets.upsample import Upsample
+
+REFERENCE_PAD = 100
+
+
+class FCN(nn.Module):
+    """An FCN over a convolutionalized backbone, with optional skips.
+
+    Args:
+        features: the backbone's ``features`` (N, 3, H, W) -> (N, C5, H/32, W/32),
+            already adapted (input padding, ceil-mode pooling).
+        fc6, fc7: the backbone's fully connected layers as convolutions.
+        taps: name -> index into ``features`` of each map a skip may read.
+        num_classes: number of output classes.
+        skips: tap names to fuse, coarse to fine, e.g. ``("pool4", "pool3")``.
+        skip_scales: fixed factor applied to a tap before scoring it (the
+            at-once FCN-8s uses 0.01 for pool4 and 0.0001 for pool3).
+        final_kernel: kernel of the last upsampling (2 x its stride in VGG nets).
+        learnable_upsampling: learn the upsampling filters instead of fixing them.
+        dropout: dropout rate after fc6 and fc7 (0.5 in the reference).
+
+    Shapes: (N, 3, H, W) -> logits (N, num_classes, H, W), for any H, W >= 1 when
+    the input padding is large enough (100 for the reference nets).
+    """
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        fc6: nn.Conv2d,
+        fc7: nn.Conv2d,
+        *,
+        taps: Mapping[str, int],
+        num_classes: int,
+        skips: Sequence[str] = (),
+        skip_scales: Mapping[str, float] | None = None,
+        final_kernel: int = 64,
+        learnable_upsampling: bool = False,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.fc6, self.relu6, self.drop6 = fc6, nn.ReLU(inplace=True), nn.Dropout(dropout)
+        self.fc7, self.relu7, self.drop7 = fc7, nn.ReLU(inplace=True), nn.Dropout(dropout)
+        # Score layers start at zero (section 4.2): a new skip leaves the output unchanged.
+        self.score_fr = _zero_conv(fc7.out_channels, num_classes)
+        self.skips = tuple(skips)
+        self.skip_scales = dict(skip_scales or {})
+        self._tap_index = {taps[name]: name for name in self.skips}
+        self.upsamplers: list[str] = []
+        self.crops: dict[str, int] = {}
+
+        # The coordinate map of the current scores, refined skip by skip.
+        score_map = coord_map([*features, fc6, fc7])
+        for k, name in enumerate(self.skips):
+            up_name = "upscore2" if k == 0 else f"upscore_{self.skips[k - 1]}"
+            up = Upsample(num_classes, 4, 2, learnable=learnable_upsampling)
+            self.add_module(up_name, up)
+            self.upsamplers.append(up_name)
+            score_map = score_map.then(layer_map(up))
+            tap = features[: taps[name] + 1]
+            self.add_module(f"score_{name}", _zero_conv(feature_channels(tap), num_classes))
+            # The reference crops the (larger) skip; with little input padding the
+            # upsampled scores are the larger map and are cropped instead.
+            tap_map = coord_map(tap)
+            if tap_map.offset >= score_map.offset:
+                self.crops[f"score_{name}"] = crop_offset(tap_map, score_map)
+            else:
+                self.crops[up_name] = crop_offset(score_map, tap_map)
+                score_map = tap_map
+
+        stride = round(1 / score_map.scale)
+        self.final_name = f"upscore{stride}" if self.skips else "upscore"
+        final = Upsample(num_classes, final_kernel, stride, learnable=learnable_upsampling)
+        self.add_module(self.final_name, final)
+        self.crops[self.final_name] = crop_offset(score_map.then(layer_map(final)), CoordMap())
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores at the net's finest stride, before the final upsampling.
+
+        Shapes: (N, 3, H, W) -> (N, num_classes, H', W') with H' about H / stride
+        plus the margin the input padding adds.
+        """
+        taps: dict[str, torch.Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self._tap_index:
+                taps[self._tap_index[i]] = x
+        x = self.drop6(self.relu6(self.fc6(x)))  # (N, 4096, H/32 - 6, ...) for VGG
+        x = self.drop7(self.relu7(self.fc7(x)))
+        score = self.score_fr(x)
+        for name, up_name in zip(self.skips, self.upsamplers, strict=True):
+            score = getattr(self, up_name)(score)  # 2x finer
+            tap = taps[name] * self.skip_scales.get(name, 1.0)
+            skip = getattr(self, f"score_{name}")(tap)
+            score = _fuse(
+                score, self.crops.get(up_name, 0), skip, self.crops.get(f"score_{name}", 0)
+            )
+        return score
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        final: Upsample = getattr(self, self.final_name)
+        return final.upsample_crop(self.score(x), self.crops[self.final_name], x.shape[-2:])
+
+    def describe_geometry(self) -> str:
+        """One line per crop: which map is cropped, at what offset, and why."""
+        lines = []
+        for name, up_name in zip(self.skips, self.upsamplers, strict=True):
+            cropped = up_name if up_name in self.crops else f"score_{name}"
+            other = f"score_{name}" if up_name in self.crops else f"{up_name} (2x coarser scores)"
+            lines.append(
+                f"{cropped}: crop at offset {self.crops[cropped]} to align with {other} "
+                f"-> fuse_{name}"
+            )
+        lines.append(
+            f"{self.final_name}: crop at offset {self.crops[self.final_name]} to align "
+            "with the input image"
+        )
+        return "\n".join(lines)
+
+
+def _fuse(score: torch.Tensor, c_score: int, skip: torch.Tensor, c_skip: int) -> torch.Tensor:
+    """Sum of two aligned maps, each cropped at its offset to their common size."""
+    h = min(score.shape[-2] - c_score, skip.shape[-2] - c_skip)
+    w = min(score.shape[-1] - c_score, skip.shape[-1] - c_skip)
+    return (
+        score[..., c_score : c_score + h, c_score : c_score + w]
+        + skip[..., c_skip : c_skip + h, c_skip : c_skip + w]
+    )
+
+
+def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def fcn_from_classifier(
+    classifier: Classifier,
+    *,
+    num_classes: int,
+    skips: Sequence[str] = (),
+    skip_scales: Mapping[str, float] | None = None,
+    final_kernel: int = 64,
+    learnable_upsampling: bool = False,
+    pad: int = 100,
+    dropout: float = 0.5,
+) -> FCN:
+    """Decapitate and convolutionalize ``classifier`` into an FCN (section 4.1).
+
+    The classifier's convolutions are kept; its first two fully connected layers
+    become fc6/fc7 (weights reshaped); its last (the ImageNet classifier) is
+    dropped. Like the reference nets, the first convolution pads by ``pad`` and
+    pooling rounds up, so that any input size yields aligned scores.
+
+    ``pad=100`` is the reference. The 100 pixels exist only so that the unpadded
+    fc6 still covers the image; any other ``pad`` (e.g. 1, ordinary "same"
+    padding) pads fc6 instead, which costs about half the compute at 500x500.
+    The crops follow from the geometry either way.
+    """
+    features = classifier.features
+    features[0].padding = (pad, pad)
+    for m in features:
+        if isinstance(m, nn.MaxPool2d):
+            m.ceil_mode = True
+    linears = [m for m in classifier.classifier if isinstance(m, nn.Linear)]
+    fc6 = linear_to_conv(linears[0], feature_channels(features))
+    if pad != REFERENCE_PAD:
+        if fc6.kernel_size[0] % 2 == 0:
+            raise ValueError(
+                f"pad={pad} needs an odd fc6 kernel to stay aligned; "
+                f"{type(classifier).__name__} has {fc6.kernel_size[0]}: use pad={REFERENCE_PAD}"
+            )
+        fc6.padding = ((fc6.kernel_size[0] - 1) // 2,) * 2
+    fc7 = linear_to_conv(linears[1], fc6.out_channels)
+    return FCN(
+        features,
+        fc6,
+        fc7,
+        taps={tap.name: tap.index for tap in classifier.feature_info},
+        num_classes=num_classes,
+        skips=skips,
+        skip_scales=skip_scales,
+        final_kernel=final_kernel,
+        learnable_upsampling=learnable_upsampling,
+        dropout=dropout,
+    )

@@ -1,0 +1,61 @@
+"""Weight surgery: ImageNet weights into an FCN, and a coarser FCN into a finer one.
+
+The reference's ``surgery.transplant`` copies a classifier's convolutions, reshapes
+its fully connected layers into fc6/fc7 and drops the ImageNet classifier. Here the
+classifier is loaded with its own (torchvision) key names and then convolutionalized
+(:func:`fcnseg.nets.fcn.fcn_from_classifier`), so the reshape lives in one place.
+Staged training (section 4.2) starts FCN-16s from FCN-32s and FCN-8s from FCN-16s.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from fcnseg.nets.weights import WeightsError, load_strict, read_state_dict, weights_entry
+
+
+def load_backbone_weights(
+    classifier: nn.Module, weights: str | os.PathLike, *, name: str, batch_norm: bool = False
+) -> None:
+    """Load ImageNet weights into a backbone classifier, in place.
+
+    Args:
+        classifier: a backbone (:class:`~fcnseg.nets.backbones.VGG16`, ``AlexNet``).
+        weights: a local torchvision-format state_dict file, or ``"imagenet"`` to
+            download torchvision's published file through torch.hub's cache, hash checked.
+        name: the backbone's name (``vgg16`` or ``alexnet``), to pick the published file.
+    """
+    if str(weights) == "imagenet":
+        url = weights_entry(name, batch_norm=batch_norm).url
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True)
+        source = url
+    else:
+        state = read_state_dict(weights)
+        source = str(weights)
+    load_strict(classifier, state, source)
+
+
+def init_from(model: nn.Module, source: nn.Module | Mapping[str, torch.Tensor]) -> list[str]:
+    """Initialise ``model`` from a coarser trained FCN (staged training, section 4.2).
+
+    Every parameter and buffer whose name exists in both is copied; the finer net's
+    new layers (e.g. ``score_pool4``, ``upscore2``) keep their initialisation, zero
+    for score layers, so the output right after this equals the source's.
+
+    Returns:
+        The names of the tensors copied.
+    """
+    state = source.state_dict() if isinstance(source, nn.Module) else source
+    own = model.state_dict()
+    shared = [k for k in own if k in state]
+    bad = [k for k in shared if own[k].shape != state[k].shape]
+    if bad:
+        raise WeightsError(f"cannot init from source: shape mismatch for {', '.join(bad)}")
+    if not any(k.startswith("features.") for k in shared):
+        raise WeightsError("cannot init from source: it shares no backbone weights with the model")
+    model.load_state_dict({k: state[k] for k in shared}, strict=False)
+    return shared

@@ -1,0 +1,100 @@
+"""Weight files: the published ImageNet weights, described, and safe loading of any file.
+
+Each published file is an entry with its URL (sha256 prefix in the name), the
+pixel normalisation it was trained with and its class count; the normalisation
+of a run follows from the weights it starts from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcnseg.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The reference Caffe nets' BGR pixel mean, on the 0-255 scale.
+CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
+NORMALIZATIONS = ("imagenet", "caffe")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A published weight file: torchvision's, whose name carries a sha256 prefix."""
+
+    url: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+    normalization: str = "imagenet"  # how its pixels are fed: imagenet or caffe
+
+
+IMAGENET_WEIGHTS = {
+    "vgg16": Weights("https://download.pytorch.org/models/vgg16-397923af.pth"),
+    "vgg16_bn": Weights("https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"),
+    "alexnet": Weights("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+}
+
+
+def weights_entry(name: str, *, batch_norm: bool = False) -> Weights:
+    """The published ImageNet weights of a backbone."""
+    return IMAGENET_WEIGHTS[f"{name}_bn" if batch_norm else name]
+
+
+class WeightsError(UserError, ValueError):
+    """A weight file that does not fit the model it is loaded into."""
+
+
+def _numpy_data_types() -> list:
+    # numpy arrays are plain data too (checkpoints hold numpy's RNG state).
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def load_file(path: str | os.PathLike, what: str = "weight file"):
+    """``torch.load`` on the CPU, tensors and plain data only (no code runs)."""
+    try:
+        with torch.serialization.safe_globals(_numpy_data_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such {what}") from None
+    except Exception as e:  # torch raises many types for files that are not checkpoints
+        raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__})") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state_dict (or a checkpoint holding one under ``model``) from a file."""
+    obj = load_file(path)
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not hold a state_dict of tensors")
+    return dict(obj)
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``module``; on any mismatch, raise naming every bad key."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch: {', '.join(shapes)}")
+    if problems:
+        raise WeightsError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state)

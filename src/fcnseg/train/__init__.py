@@ -1,0 +1,1 @@
+"""Training and evaluation: config and recipes, loss, metrics, the engine, checkpoints."""

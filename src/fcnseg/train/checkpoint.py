@@ -1,0 +1,55 @@
+"""Checkpoints that describe themselves and survive being killed mid-write."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from fcnseg.nets.registry import build_from_config
+from fcnseg.nets.weights import WeightsError, load_file
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """Write ``obj`` to ``path`` atomically: a temp file in the same folder, fsynced,
+    then renamed over ``path``. A kill at any moment leaves the old file or the new
+    one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` (on the CPU)."""
+    obj = load_file(path, "fcnseg checkpoint")
+    if not isinstance(obj, dict) or "model" not in obj or "model_config" not in obj:
+        raise WeightsError(f"{path}: not an fcnseg checkpoint (no model or model_config)")
+    return obj
+
+
+def model_from_checkpoint(path_or_obj: str | os.PathLike | dict) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode.
+
+    Returns:
+        The model and the checkpoint dict (dataset info, normalisation, config).
+    """
+    ckpt = path_or_obj if isinstance(path_or_obj, dict) else load_checkpoint(path_or_obj)
+    model = build_from_config(ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
