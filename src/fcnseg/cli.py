@@ -246,12 +246,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a recipe", description="Train a model from a recipe; "
                        "every recipe field can be overridden.")  # fmt: skip
     p.add_argument("--recipe", default="synthetic-demo", choices=list(RECIPES),
@@ -262,34 +257,46 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
 
-    for name, func, helptext in [
-        ("eval", cmd_eval, "evaluate a checkpoint: the four metrics and per-class IU"),
-        ("predict", cmd_predict, "write label maps and overlays for images"),
-    ]:
-        p = sub.add_parser(name, help=helptext, description=helptext)
-        p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
-        if name == "predict":
-            p.add_argument("inputs", nargs="*", help="image files, folders or globs")
-            p.add_argument("--out", default="predictions", help="output folder")
-            p.add_argument("--limit", type=int, help="at most this many images")
-            p.add_argument("--no-overlay", action="store_true", help="labels only")
-            p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                           help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
-            p.add_argument("--compile", action="store_true", help="torch.compile the model")
-            p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                           help="onnxruntime: runs <checkpoint>.onnx (exported once)")  # fmt: skip
-        else:
-            p.add_argument("--json", help="also write the metrics to this JSON file")
-        p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                       help="keep NCHW instead of the channels-last layout")  # fmt: skip
-        p.add_argument("--batch-size", type=int, default=8 if name == "predict" else 4,
-                       help="same-size images per pass")  # fmt: skip
-        p.add_argument("--dataset", help="dataset (default: the checkpoint's)")
-        p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
-        p.add_argument("--split", help="split (default: the checkpoint's validation split)")
-        p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
-        p.set_defaults(func=func)
 
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """Which images to run on, and where: shared by eval and predict."""
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep NCHW instead of the channels-last layout")  # fmt: skip
+    p.add_argument("--dataset", help="dataset (default: the checkpoint's)")
+    p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
+    p.add_argument("--split", help="split (default: the checkpoint's validation split)")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
+
+
+def _add_eval(sub) -> None:
+    helptext = "evaluate a checkpoint: the four metrics and per-class IU"
+    p = sub.add_parser("eval", help=helptext, description=helptext)
+    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_predict(sub) -> None:
+    helptext = "write label maps and overlays for images"
+    p = sub.add_parser("predict", help=helptext, description=helptext)
+    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+    p.add_argument("inputs", nargs="*", help="image files, folders or globs")
+    p.add_argument("--out", default="predictions", help="output folder")
+    p.add_argument("--limit", type=int, help="at most this many images")
+    p.add_argument("--no-overlay", action="store_true", help="labels only")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="onnxruntime: runs <checkpoint>.onnx (exported once)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=8, help="same-size images per pass")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX",
                        description="Export to ONNX (dynamic batch, height, width) and check "
                        "its output against torch on two input sizes.")  # fmt: skip
@@ -297,11 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .onnx file to write")
     p.set_defaults(func=cmd_export)
 
+
+def _add_listings(sub) -> None:
     p = sub.add_parser("models", help="list the models", description="List registered models.")
     p.add_argument("--geometry", action="store_true", help="print each net's crop offsets")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("datasets", help="list the datasets", description="List datasets.")
     p.set_defaults(func=cmd_datasets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_listings):
+        add(sub)
     return parser
 
 

@@ -7,3 +7,7 @@ class UserError(Exception):
     The message names the file or option and what is allowed. Every other
     exception is a bug in fcnseg and keeps its traceback.
     """
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value or command-line option outside what is allowed."""
