@@ -6,19 +6,7 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.data.images import read_label
-
-TINY = ["--width", "0.0625", "--crop", "48", "--batch-size", "2", "--iterations", "4",
-        "--eval-every", "4", "--quiet"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["train", "--recipe", "synthetic-demo", "--out", str(out), *TINY]) == 0
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["iterations"] == 4 and cfg["width"] == 0.0625 and cfg["model"] == "fcn8s"
-    assert (out / "metrics.jsonl").read_text().count("\n") >= 2
-    return out / "best.pt"
+from tests.cli.conftest import TINY
 
 
 def test_models_prints_geometry(capsys):
