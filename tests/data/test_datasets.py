@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -194,12 +196,12 @@ def test_joint_transforms_keep_image_and_label_aligned():
     image[..., 0] = np.arange(50, dtype=np.uint8)[None] * 5  # red encodes the column
     label = np.tile(np.arange(50) % 7, (40, 1)).astype(np.int64)
     t = train_transform(scale=(0.5, 2.0), crop=64, flip=True)
-    for _ in range(10):
-        x, y = t(image, label)
+    for seed in range(10):
+        x, y = t(image, label, random.Random(seed))
         assert x.shape == (3, 64, 64) and y.shape == (64, 64) and y.dtype == torch.int64
         pad = y == 255
         assert ((x == 0).all(0) | ~pad).all()  # padding is zero image and void label
-    x, y = train_transform(crop=None, flip=False)(image, label)
+    x, y = train_transform(crop=None, flip=False)(image, label, random.Random(0))
     red = x[0] * 0.229 + 0.485  # undo the normalisation
     np.testing.assert_allclose(red[0].numpy() * 255, np.arange(50) * 5, atol=1e-3)
     assert torch.equal(y, torch.from_numpy(label))

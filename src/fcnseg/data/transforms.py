@@ -3,6 +3,10 @@
 Images are normalised first (uint8 (H, W, 3) -> float (3, H, W)); geometry then
 acts on tensors, labels resized with nearest neighbour only and padded with void.
 Evaluation uses :func:`normalize` alone, on the whole image at its own size.
+
+Every transform is called as ``t(image, label, rng)``: the random ones draw only
+from ``rng`` (a :class:`random.Random`), never from the global ``random``, so a
+sample's augmentation is a function of the seed its caller gives it.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ class Normalize:
         normalize_image(np.zeros((1, 1, 3), np.uint8), mode)  # fail early on a bad mode
         self.mode = mode
 
-    def __call__(self, image: np.ndarray, label: np.ndarray) -> Pair:
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: random.Random | None = None
+    ) -> Pair:
         return normalize_image(image, self.mode), torch.from_numpy(np.asarray(label, np.int64))
 
 
@@ -53,8 +59,8 @@ class RandomScale:
     def __init__(self, low: float, high: float) -> None:
         self.low, self.high = low, high
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> Pair:
-        s = random.uniform(self.low, self.high)
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> Pair:
+        s = rng.uniform(self.low, self.high)
         h, w = label.shape
         size = (max(1, round(h * s)), max(1, round(w * s)))
         image = F.interpolate(image[None], size, mode="bilinear", align_corners=False)[0]
@@ -68,7 +74,7 @@ class RandomCrop:
     def __init__(self, size: int | Sequence[int]) -> None:
         self.size = (size, size) if isinstance(size, int) else tuple(size)
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> Pair:
         th, tw = self.size
         h, w = label.shape
         ph, pw = max(th - h, 0), max(tw - w, 0)
@@ -76,27 +82,34 @@ class RandomCrop:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
             label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
             h, w = label.shape
-        y, x = random.randint(0, h - th), random.randint(0, w - tw)
+        y, x = rng.randint(0, h - th), rng.randint(0, w - tw)
         return image[:, y : y + th, x : x + tw], label[y : y + th, x : x + tw]
 
 
 class RandomHorizontalFlip:
+    """Mirror left-right with probability ``p``."""
+
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
 
-    def __call__(self, image: torch.Tensor, label: torch.Tensor) -> Pair:
-        if random.random() < self.p:
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> Pair:
+        if rng.random() < self.p:
             return image.flip(-1), label.flip(-1)
         return image, label
 
 
 class Compose:
+    """Transforms in order, each given the same ``rng``.
+
+    ``rng`` may be left out only when no transform is random (evaluation).
+    """
+
     def __init__(self, transforms: Sequence[Callable]) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, image, label):
+    def __call__(self, image, label, rng: random.Random | None = None):
         for t in self.transforms:
-            image, label = t(image, label)
+            image, label = t(image, label, rng)
         return image, label
 
 

@@ -68,7 +68,7 @@ class StreamSampler(Sampler):
 
 
 class Seeded(Dataset):
-    """Applies ``transform`` to ``dataset[index]`` with ``random`` seeded per sample."""
+    """Applies ``transform`` to ``dataset[index]`` with a ``random.Random(seed)`` per sample."""
 
     def __init__(self, dataset: SegmentationDataset, transform) -> None:
         self.dataset, self.transform = dataset, transform
@@ -78,8 +78,7 @@ class Seeded(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        random.seed(seed)
-        return self.transform(*self.dataset.load(index))
+        return self.transform(*self.dataset.load(index), random.Random(seed))
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
