@@ -1,0 +1,311 @@
+"""Replays what a new user tripped on (issue #9, section 2) through the real ``fcnseg`` command.
+
+Each case runs ``python -m fcnseg ...`` in a fresh folder and checks what a user
+would see: the exit code, one line on stderr naming the flag or file (never a
+traceback), and that none of the user's files changed. Run it alone::
+
+    python tests/cli/replay.py            # every case, a line each
+    python tests/cli/replay.py onnx-cache # some cases
+
+``tests/cli/test_replay.py`` runs the same cases under pytest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+TINY = ["--recipe", "synthetic-demo", "--width", "0.0625", "--crop", "48", "--batch-size", "2",
+        "--iterations", "2", "--eval-every", "2", "--quiet"]  # fmt: skip
+CASES: dict[str, Callable[[Path], None]] = {}
+
+
+def case(name: str):
+    def register(func: Callable[[Path], None]) -> Callable[[Path], None]:
+        CASES[name] = func
+        return func
+
+    return register
+
+
+class Failed(AssertionError):
+    pass
+
+
+def fcnseg(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "fcnseg", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if result.returncode != 0:
+        raise Failed(f"exit {result.returncode}: {result.stderr[-2000:]}")
+    return result
+
+
+def refused(result: subprocess.CompletedProcess, *names: str) -> str:
+    """The command failed with exit 2 and one line that names every one of ``names``."""
+    err = result.stderr.strip()
+    if result.returncode != 2:
+        raise Failed(f"expected exit 2, got {result.returncode}: {err[-2000:]}")
+    if "Traceback" in err or not err.startswith("fcnseg: error: "):
+        raise Failed(f"not one clear line: {err[-2000:]}")
+    missing = [n for n in names if n not in err]
+    if missing:
+        raise Failed(f"the message does not name {missing}: {err}")
+    return err
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` and the hash of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def unchanged(before: dict[str, str], folder: Path, what: str) -> None:
+    after = digest(folder)
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    if changed:
+        raise Failed(f"{what} changed: {changed}")
+
+
+def photos(folder: Path, names: list[str], size=(24, 32)) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / name)
+
+
+def trained(tmp: Path, name: str = "run", *extra: str) -> Path:
+    ok(fcnseg("train", *TINY, "--out", str(tmp / name), *extra, cwd=tmp))
+    return tmp / name
+
+
+def folder_dataset(root: Path, n: int, *, classes: int = 3, size=(20, 24)) -> Path:
+    """``n`` image/mask pairs with a classes.txt of ``classes`` classes."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i:03d}.png"
+        )
+        Image.fromarray(rng.integers(0, classes, size, dtype=np.uint8)).save(
+            root / "masks" / f"{i:03d}.png"
+        )
+    (root / "classes.txt").write_text("".join(f"c{k} {k} {k} {k}\n" for k in range(classes)))
+    return root
+
+
+# 2.1 predict never overwrites an input, never writes two outputs to one file.
+@case("predict-into-inputs")
+def _(tmp: Path) -> None:
+    run = trained(tmp)
+    photos(tmp / "photos", ["a.png", "b.png"])
+    before = digest(tmp / "photos")
+    refused(fcnseg("predict", str(run / "best.pt"), "photos", "--out", "photos", cwd=tmp))
+    unchanged(before, tmp / "photos", "the input photos")
+
+
+@case("predict-name-clash")
+def _(tmp: Path) -> None:
+    run = trained(tmp)
+    photos(tmp / "x", ["a.jpg", "a.png"])
+    photos(tmp / "y", ["a.png"])
+    result = ok(fcnseg("predict", str(run / "best.pt"), "x", "y", "--out", "out", "--no-overlay",
+                       cwd=tmp))  # fmt: skip
+    written = [p for p in (tmp / "out").rglob("*") if p.is_file()]
+    if len(written) != 3:
+        raise Failed(f"3 inputs gave {len(written)} outputs: {written}")
+    if "3" not in result.stdout:
+        raise Failed(f"the summary does not count 3: {result.stdout}")
+
+
+# 2.2 the onnxruntime backend follows the checkpoint it is given.
+@case("onnx-cache")
+def _(tmp: Path) -> None:
+    first, second = trained(tmp, "one"), trained(tmp, "two", "--seed", "7", "--lr", "0.05")
+    photos(tmp / "photos", ["a.png"])
+    ckpt = tmp / "model.pt"
+    shutil.copy(first / "best.pt", ckpt)
+    args = ["predict", str(ckpt), "photos", "--no-overlay", "--overwrite"]
+    ok(fcnseg(*args, "--backend", "onnxruntime", "--out", "ort", cwd=tmp))
+    shutil.copy(second / "best.pt", ckpt)  # the user retrains: best.pt is replaced
+    ok(fcnseg(*args, "--backend", "onnxruntime", "--out", "ort", cwd=tmp))
+    ok(fcnseg(*args, "--backend", "torch", "--out", "torch", cwd=tmp))
+    a = np.asarray(Image.open(tmp / "ort" / "a.png"))
+    b = np.asarray(Image.open(tmp / "torch" / "a.png"))
+    if (a == b).mean() < 0.99:
+        raise Failed("onnxruntime predictions come from the old checkpoint")
+    ckpt.with_suffix(".onnx").write_bytes(b"not an onnx file")
+    ok(fcnseg(*args, "--backend", "onnxruntime", "--out", "ort", cwd=tmp))
+
+
+# 2.3 a run folder is protected.
+@case("train-existing-run")
+def _(tmp: Path) -> None:
+    run = trained(tmp)
+    before = digest(run)
+    refused(fcnseg("train", *TINY, "--out", str(run), cwd=tmp), "--resume", "--overwrite")
+    unchanged(before, run, "the existing run")
+    ok(fcnseg("train", *TINY, "--out", str(run), "--overwrite", cwd=tmp))
+
+
+@case("train-bad-data-keeps-run")
+def _(tmp: Path) -> None:
+    data = folder_dataset(tmp / "data", 20)
+    args = ["train", *TINY, "--dataset", "folder", "--data-root", str(data), "--out", "run"]
+    ok(fcnseg(*args, cwd=tmp))
+    before = digest(tmp / "run")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(data / "masks" / "004.png")  # wrong size
+    refused(fcnseg(*args, "--overwrite", cwd=tmp), "004.png")
+    unchanged(before, tmp / "run", "the previous run")
+
+
+@case("train-two-at-once")
+def _(tmp: Path) -> None:
+    long = ["train", *TINY, "--iterations", "100000", "--out", "run"]
+    first = subprocess.Popen([sys.executable, "-m", "fcnseg", *long], cwd=tmp,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while not (tmp / "run" / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        refused(fcnseg("train", *TINY, "--out", "run", "--overwrite", cwd=tmp), "run")
+    finally:
+        first.kill()
+        first.wait()
+    leftovers = [p.name for p in (tmp / "run").iterdir() if p.name.endswith(".tmp")]
+    if len(leftovers) > 1:
+        raise Failed(f"temp files pile up: {leftovers}")
+
+
+# 2.4 class counts are checked.
+@case("eval-class-mismatch")
+def _(tmp: Path) -> None:
+    run = trained(tmp)  # 5 synthetic classes
+    data = folder_dataset(tmp / "data", 12, classes=3)
+    base = ["eval", str(run / "best.pt"), "--dataset", "folder", "--data-root", str(data),
+            "--split", "all"]  # fmt: skip
+    refused(fcnseg(*base, cwd=tmp), "class")
+    ok(fcnseg(*base, "--allow-class-mismatch", cwd=tmp))
+
+
+# 2.5 a decompression bomb is refused before decoding.
+@case("predict-huge-image")
+def _(tmp: Path) -> None:
+    run = trained(tmp)
+    (tmp / "photos").mkdir()
+    Image.new("1", (20000, 20000)).save(tmp / "photos" / "bomb.png")
+    refused(fcnseg("predict", str(run / "best.pt"), "photos", "--out", "out", cwd=tmp),
+            "bomb.png")  # fmt: skip
+
+
+# 2.6 every pair is checked before training; all bad files at once.
+@case("train-bad-data-up-front")
+def _(tmp: Path) -> None:
+    data = folder_dataset(tmp / "data", 20)
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(data / "masks" / "003.png")
+    Image.fromarray(np.full((20, 24), 9, np.uint8)).save(data / "masks" / "011.png")
+    (data / "images" / "015.png").write_bytes((data / "images" / "015.png").read_bytes()[:80])
+    result = fcnseg("train", *TINY, "--dataset", "folder", "--data-root", str(data), "--out",
+                    "run", cwd=tmp)  # fmt: skip
+    if result.returncode != 2 or "Traceback" in result.stderr:
+        raise Failed(f"exit {result.returncode}: {result.stderr[-2000:]}")
+    missing = [n for n in ("003.png", "011.png", "015.png") if n not in result.stderr]
+    if missing:
+        raise Failed(f"not reported: {missing}: {result.stderr}")
+    if (tmp / "run" / "last.pt").exists():
+        raise Failed("training started on bad data")
+
+
+# 2.7 --resume reads the run's config.
+@case("resume-reads-config")
+def _(tmp: Path) -> None:
+    run = trained(tmp, "run", "--width", "0.125")
+    ok(fcnseg("train", "--resume", "--out", str(run), "--iterations", "3", "--quiet", cwd=tmp))
+    refused(fcnseg("train", "--resume", "--out", str(run), "--width", "0.25", cwd=tmp), "width")
+    result = ok(fcnseg("train", "--resume", "--out", str(run), "--quiet", cwd=tmp))
+    if "finished" not in (result.stdout + result.stderr).lower():
+        raise Failed(f"resuming a finished run does not say so: {result.stdout}")
+
+
+# 2.8 flags out of range: one line naming the flag.
+BAD_FLAGS = [
+    (["--iterations", "0"], "iterations"),
+    (["--iterations", "-5"], "iterations"),
+    (["--crop", "0"], "crop"),
+    (["--crop", "-8"], "crop"),
+    (["--eval-every", "0"], "eval"),
+    (["--eval-every", "-1"], "eval"),
+    (["--accumulate", "0"], "accumulate"),
+    (["--precision", "fp8"], "precision"),
+    (["--width", "0"], "width"),
+    (["--width", "-1"], "width"),
+    (["--schedule", "foo"], "schedule"),
+    (["--class-weighting", "medain"], "class"),
+    (["--scale", "2", "1"], "scale"),
+]
+
+
+@case("train-bad-flags")
+def _(tmp: Path) -> None:
+    for flags, name in BAD_FLAGS:
+        refused(fcnseg("train", *TINY, *flags, "--out", "run", cwd=tmp), name)
+        if (tmp / "run").exists():
+            raise Failed(f"{flags} created the run folder")
+
+
+@case("device-and-export")
+def _(tmp: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        refused(fcnseg("train", *TINY, "--device", "cuda", "--out", "run", cwd=tmp), "cuda")
+    run = trained(tmp)
+    ok(fcnseg("export", str(run / "best.pt"), "missing/folder/model.onnx", cwd=tmp))
+
+
+# 2.9 an empty split says which.
+@case("empty-val-split")
+def _(tmp: Path) -> None:
+    data = folder_dataset(tmp / "data", 6)
+    refused(fcnseg("train", *TINY, "--dataset", "folder", "--data-root", str(data), "--out",
+                   "run", cwd=tmp), "val")  # fmt: skip
+
+
+def run_case(name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        CASES[name](Path(tmp))
+
+
+def main(names: list[str]) -> int:
+    failed = 0
+    for name in names or list(CASES):
+        tic = time.time()
+        try:
+            run_case(name)
+            status = "fixed"
+        except Failed as e:
+            failed += 1
+            status = f"FAILS: {e}"
+        print(f"{name:<26} {time.time() - tic:5.1f} s  {status}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
