@@ -223,3 +223,22 @@ def test_read_image_modes(tmp_path):
     exif[0x0112] = 6
     img.save(tmp_path / "rot.jpg", exif=exif)
     assert read_image(tmp_path / "rot.jpg").shape == (12, 10, 3)
+
+
+def test_an_empty_split_says_which_and_why(folder_root, tmp_path):
+    for i in range(6, 12):
+        (folder_root / "images" / f"img{i:02d}.png").unlink()
+    assert len(build_dataset("folder", folder_root, "train")) == 6
+    with pytest.raises(DataError) as info:
+        build_dataset("folder", folder_root, "val")
+    assert str(info.value) == (
+        f"{folder_root}: split 'val' is empty: 6 images, every 10th is val when there is "
+        "no val.txt or val/ folder; add val.txt or more images"
+    )
+    (folder_root / "val.txt").write_text("\n")
+    with pytest.raises(DataError, match=r"val.txt: the split list names no images"):
+        build_dataset("folder", folder_root, "val")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "valannot").mkdir()
+    with pytest.raises(DataError, match=f"{tmp_path / 'val'}: the split is empty"):
+        build_dataset("camvid", tmp_path, "val")

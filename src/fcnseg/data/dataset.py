@@ -12,16 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fcnseg.data.images import IMAGE_SUFFIXES, read_image, read_label
 from fcnseg.data.info import IGNORE_INDEX, DataError, DatasetInfo
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple]
+_EXIF_ORIENTATION = 0x0112
 
 
 class SegmentationDataset(Dataset):
-    """Base class: subclasses provide ``__len__``, ``name_of`` and ``load_raw``."""
+    """Base class: subclasses provide ``info``, ``names``, ``__len__`` and ``load_raw``."""
 
     info: DatasetInfo
 
@@ -35,10 +37,18 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Image (H, W, 3) uint8 and validated label (H, W) int64, void = 255."""
         image, raw, where = self.load_raw(index)
-        if raw.shape[:2] != image.shape[:2]:
+        return image, self.validate_label(raw, image.shape[:2], where)
+
+    def validate_label(self, raw: np.ndarray, image_hw: tuple[int, int], where: str) -> np.ndarray:
+        """A label as stored (H, W) -> (H, W) int64 with void mapped to 255.
+
+        Raises :class:`DataError` naming ``where`` if its size is not the image's
+        ``(H, W)`` or a value is neither a class nor void.
+        """
+        if raw.shape[:2] != tuple(image_hw):
             raise DataError(
                 f"{where}: label is {raw.shape[1]}x{raw.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]} (width x height)"
+                f"{image_hw[1]}x{image_hw[0]} (width x height)"
             )
         label = raw.astype(np.int64)
         if self.info.void is not None and self.info.void != IGNORE_INDEX:
@@ -50,7 +60,7 @@ class SegmentationDataset(Dataset):
                 f"{where}: label values {values} are neither classes "
                 f"0..{self.info.num_classes - 1} nor void ({self.info.void})"
             )
-        return image, label
+        return label
 
     def __getitem__(self, index: int):
         image, label = self.load(index)
@@ -59,19 +69,15 @@ class SegmentationDataset(Dataset):
         return image, label
 
 
-def _check_nonempty(dataset: SegmentationDataset, where: str) -> None:
-    if len(dataset) == 0:
-        raise DataError(f"{where}: the dataset is empty")
-
-
 class FileDataset(SegmentationDataset):
-    """A dataset of (image file, label file) pairs."""
+    """A dataset of (image file, label file) pairs; ``where`` names the split in messages."""
 
     def __init__(self, pairs: list[tuple[Path, Path]], where: str, transform=None) -> None:
         super().__init__(transform)
-        self.pairs = pairs
+        if not pairs:
+            raise DataError(f"{where}: the split is empty: no image/label pairs")
+        self.pairs, self.where = pairs, where
         self.names = [p[0].stem for p in pairs]
-        _check_nonempty(self, where)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -83,6 +89,53 @@ class FileDataset(SegmentationDataset):
         image_path, label_path = self.pairs[index]
         return read_image(image_path), self.read_label(label_path), str(label_path)
 
+    def check(self, index: int) -> None:
+        """Raise :class:`DataError` naming the file if pair ``index`` would not load.
+
+        Cheaper than :meth:`load`: the image is verified without a full decode
+        (:func:`image_size`); only the label is decoded, to check its values.
+        """
+        image_path, label_path = self.pairs[index]
+        image_hw = image_size(image_path)
+        self.validate_label(self.read_label(label_path), image_hw, str(label_path))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of the image :func:`read_image` would return, checking the file is whole.
+
+    The size comes from the header (EXIF rotations by 90 degrees swap it). PNGs
+    are verified by their chunk checksums, JPEGs decoded at 1/8 scale (which
+    still reads every byte), other formats decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if _orientation(img) in (5, 6, 7, 8):
+                w, h = h, w
+            if img.format == "PNG":
+                img.verify()
+            else:
+                img.draft("RGB", (w // 8, h // 8))  # no-op but for JPEG
+                img.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file") from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {e}") from None
+    except (OSError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
+    return h, w
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1: upright) without decoding the image."""
+    if img.format == "PNG" and "exif" not in img.info:
+        # Pillow's getexif() would decode a PNG to look for an eXIf chunk after
+        # the pixels; the PNG spec puts it before them, where open() has read it.
+        return 1
+    return img.getexif().get(_EXIF_ORIENTATION, 1)
+
 
 def require_dir(path: Path) -> Path:
     if not path.is_dir():
@@ -91,9 +144,13 @@ def require_dir(path: Path) -> Path:
 
 
 def read_list(path: Path) -> list[str]:
+    """The names in a split list, one per line (the first word of each)."""
     if not path.is_file():
         raise DataError(f"{path}: split list not found")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path}: the split list names no images")
+    return names
 
 
 def by_stem(folder: Path) -> dict[str, Path]:

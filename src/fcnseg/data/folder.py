@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.dataset import FileDataset, by_stem, read_list, require_dir
-from fcnseg.data.images import read_label
+from fcnseg.data.images import IMAGE_SUFFIXES, read_label
 from fcnseg.data.info import IGNORE_INDEX, DataError, DatasetInfo, voc_colors
 
 
@@ -43,6 +43,23 @@ def read_classes_file(path: Path) -> DatasetInfo:
     return DatasetInfo(path.parent.name, tuple(classes), colors, IGNORE_INDEX, void)
 
 
+def _split_stems(root: Path, split: str, stems: list[str]) -> list[str]:
+    """The stems of ``split`` among all of ``root/images`` (sorted): see :class:`FolderDataset`."""
+    if split == "all":
+        return stems
+    if (root / f"{split}.txt").is_file():
+        return read_list(root / f"{split}.txt")
+    if split not in ("train", "val"):
+        raise DataError(f"{root}: no split '{split}' ({split}.txt or {split}/images)")
+    picked = [s for i, s in enumerate(stems) if (i % 10 == 9) == (split == "val")]
+    if not picked:
+        raise DataError(
+            f"{root}: split {split!r} is empty: {len(stems)} images, every 10th is val when "
+            f"there is no {split}.txt or {split}/ folder; add {split}.txt or more images"
+        )
+    return picked
+
+
 class FolderDataset(FileDataset):
     """Your own data: ``root/images/*`` and ``root/masks/*`` with matching file stems.
 
@@ -59,18 +76,14 @@ class FolderDataset(FileDataset):
         base = root / split if (root / split / "images").is_dir() else root
         images = by_stem(require_dir(base / "images"))
         masks = by_stem(require_dir(base / "masks"))
-        stems = sorted(images)
-        if base is root and split != "all":
-            if (root / f"{split}.txt").is_file():
-                stems = read_list(root / f"{split}.txt")
-            elif split in ("train", "val"):
-                stems = [s for i, s in enumerate(stems) if (i % 10 == 9) == (split == "val")]
-            else:
-                raise DataError(f"{root}: no split '{split}' ({split}.txt or {split}/images)")
+        if not images:
+            raise DataError(f"{base / 'images'}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        stems = _split_stems(root, split, sorted(images)) if base is root else sorted(images)
         missing = [s for s in stems if s not in masks or s not in images]
         if missing:
             raise DataError(f"{base}: no image or mask for {', '.join(missing[:5])}")
-        super().__init__([(images[s], masks[s]) for s in stems], str(base), transform)
+        where = str(base) if base is not root else f"{root} split {split!r}"
+        super().__init__([(images[s], masks[s]) for s in stems], where, transform)
         self._lut = {rgb: i for i, rgb in enumerate(self.info.colors)}
         if self.info.void_color is not None:
             self._lut[self.info.void_color] = IGNORE_INDEX
