@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -12,15 +15,90 @@ from fcnseg.data.info import IGNORE_INDEX, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+BYTES_PER_PIXEL = 640
+"""Memory one pixel costs through the published FCN-8s (21 classes, fp32, on a CPU):
+measured as about 630 B, mostly conv1's two 64-channel maps and the 21 upsampled scores."""
 
-def _open(path: str | os.PathLike) -> Image.Image:
+
+def _memory_bytes() -> int:
+    """This machine's memory, or its container's limit (cgroup v2) where lower."""
     try:
-        img = Image.open(path)
-        img.load()
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume 16 GB
+        memory = 16 * 2**30
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    return min(memory, int(limit)) if limit.isdigit() else memory
+
+
+MAX_PIXELS = _memory_bytes() // BYTES_PER_PIXEL
+"""Largest image (width x height) read by default: the biggest the published FCN-8s can
+segment in this machine's memory (40 MP with 24 GiB, 215 MP with 128 GiB). A file that
+declares more is refused from its header, before it is decoded."""
+
+
+def _open_past_pillow_limit(path: str | os.PathLike) -> Image.Image | None:
+    """Open ``path`` lazily as :func:`PIL.Image.open` does, minus Pillow's own pixel limit.
+
+    Pillow refuses to open images over twice its ``MAX_IMAGE_PIXELS``; ours (a
+    keyword, possibly higher) replaces it without changing Pillow's global. Each
+    registered format whose signature accepts the file's first bytes is tried.
+    """
+    Image.init()
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    for fmt in Image.ID:
+        factory, accept = Image.OPEN[fmt]
+        verdict = accept(prefix) if accept else True
+        if verdict and not isinstance(verdict, str):  # a string says why it is not this format
+            try:
+                return factory(path)
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format after all (Pillow's own test)
+    return None
+
+
+def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """Open ``path`` and read its header only (size, mode): nothing is decoded yet.
+
+    Args:
+        path: an image file.
+        max_pixels: refuse images with more pixels than this (default :data:`MAX_PIXELS`).
+
+    Raises:
+        DataError: no such file, not an image, or over ``max_pixels``.
+    """
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():  # over Pillow's limit: ours decides, and says so
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        img = _open_past_pillow_limit(path)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file") from None
+        img = None
+    except (OSError, SyntaxError) as e:
+        raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
+    if img is None:
+        raise DataError(f"{path}: not an image file")
+    width, height = img.size
+    if width * height > limit:
+        img.close()
+        raise DataError(
+            f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the "
+            f"limit of {limit / 1e6:.0f} MP; raise it with --max-pixels if it fits in memory"
+        )
+    return img
+
+
+def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
+    img = open_image(path, max_pixels)
+    try:
+        img.load()
     except (OSError, SyntaxError) as e:
         raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
     return img
@@ -40,15 +118,21 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB, upright according to its EXIF orientation."""
-    img = _open(path)
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, upright according to its EXIF orientation.
+
+    Images over ``max_pixels`` (default :data:`MAX_PIXELS`) are refused before decoding.
+    """
+    img = _open(path, max_pixels)
     return to_rgb(ImageOps.exif_transpose(img))
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """Read a label map as stored: index PNG (mode P/L) -> (H, W) uint8, RGB -> (H, W, 3)."""
-    img = _open(path)
+def read_label(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read a label map as stored: index PNG (mode P/L) -> (H, W) uint8, RGB -> (H, W, 3).
+
+    Label maps over ``max_pixels`` (default :data:`MAX_PIXELS`) are refused before decoding.
+    """
+    img = _open(path, max_pixels)
     if img.mode in ("P", "L"):
         return np.asarray(img, dtype=np.uint8)
     if img.mode in ("I;16", "I"):

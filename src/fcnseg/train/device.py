@@ -6,37 +6,95 @@ from pathlib import Path
 
 import torch
 
+from fcnseg.errors import ConfigError
 
-def select_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA if available, else the CPU; any other name as torch spells it."""
+CPUINFO = Path("/proc/cpuinfo")
+"""Where Linux lists the CPU's instruction-set flags (read by :func:`cpu_has_fast_bf16`)."""
+
+
+def available_devices() -> list[str]:
+    """The devices this process can use, as ``--device`` spells them: ``cpu``, ``cuda:0``, ..."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def select_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA if available, else the CPU; else ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises:
+        ConfigError: an unknown device name, or one this machine does not have.
+
+    Example:
+        >>> select_device("cpu")
+        device(type='cpu')
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    here = ", ".join(available_devices())
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(
+            f"--device {name}: unknown device; choose auto, cpu, cuda, cuda:N or mps "
+            f"(this machine has {here})"
+        )
+    if not _exists(device):
+        raise ConfigError(f"--device {name}: not available on this machine, which has {here}")
+    return device
+
+
+def _exists(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if device.type == "mps":
+        return torch.backends.mps.is_available() and device.index in (None, 0)
+    return True  # the CPU
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), on Linux."""
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), as :data:`CPUINFO` says.
+
+    False where it cannot be read (not Linux).
+    """
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = CPUINFO.read_text()
     except OSError:
         return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    flags = {
+        flag
+        for line in text.splitlines()
+        if line.startswith("flags")
+        for flag in line.partition(":")[2].split()
+    }
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on GPUs that support it and on CPUs with AMX/AVX512-BF16, else fp32."""
+    """``auto``: bf16 on GPUs that support it and on CPUs with AMX/AVX512-BF16, else fp32.
+
+    Raises:
+        ConfigError: an unknown precision, or fp16 on a CPU.
+    """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        raise ConfigError(
+            f"--precision {precision}: unknown; choose one of {', '.join(PRECISIONS)}"
+        )
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         else:
             precision = "bf16" if cpu_has_fast_bf16() else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 inference is for GPUs; use bf16 or fp32 on a CPU")
+        raise ConfigError("--precision fp16: half precision is for GPUs; use bf16 or fp32 on a CPU")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
