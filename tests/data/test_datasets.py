@@ -1,8 +1,5 @@
-import random
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy.io import savemat
 
@@ -10,8 +7,6 @@ from fcnseg.data.camvid import CAMVID_CLASSES
 from fcnseg.data.images import read_image
 from fcnseg.data.info import DataError, voc_colors
 from fcnseg.data.registry import build_dataset
-from fcnseg.data.transforms import train_transform
-from fcnseg.train.loss import median_frequency_weights
 from tests.conftest import CAMVID
 
 
@@ -178,33 +173,6 @@ def test_synthetic_is_deterministic_and_split():
     assert len(sizes) > 4  # varied sizes and aspect ratios
     counts = np.bincount(np.concatenate([a.load(i)[1].ravel() for i in range(30)]))
     assert len(counts) == 5 and (counts > 0).all()
-
-
-def test_median_frequency_weights(folder_root):
-    ds = build_dataset("folder", folder_root, "all")
-    w = median_frequency_weights(ds)
-    pixels = np.zeros(3)
-    for i in range(len(ds)):
-        lab = ds.load(i)[1]
-        pixels += np.bincount(lab[lab != 255], minlength=3)[:3]
-    freq = pixels / pixels.sum()  # every class occurs in every image here
-    np.testing.assert_allclose(w.numpy(), np.median(freq) / freq, rtol=1e-5)
-
-
-def test_joint_transforms_keep_image_and_label_aligned():
-    image = np.zeros((40, 50, 3), np.uint8)
-    image[..., 0] = np.arange(50, dtype=np.uint8)[None] * 5  # red encodes the column
-    label = np.tile(np.arange(50) % 7, (40, 1)).astype(np.int64)
-    t = train_transform(scale=(0.5, 2.0), crop=64, flip=True)
-    for seed in range(10):
-        x, y = t(image, label, random.Random(seed))
-        assert x.shape == (3, 64, 64) and y.shape == (64, 64) and y.dtype == torch.int64
-        pad = y == 255
-        assert ((x == 0).all(0) | ~pad).all()  # padding is zero image and void label
-    x, y = train_transform(crop=None, flip=False)(image, label, random.Random(0))
-    red = x[0] * 0.229 + 0.485  # undo the normalisation
-    np.testing.assert_allclose(red[0].numpy() * 255, np.arange(50) * 5, atol=1e-3)
-    assert torch.equal(y, torch.from_numpy(label))
 
 
 def test_read_image_modes(tmp_path):
