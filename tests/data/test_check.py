@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from fcnseg.data import check
+from fcnseg.data import check, images
 from fcnseg.data.check import check_pairs
 from fcnseg.data.dataset import FileDataset, image_size
 from fcnseg.data.folder import FolderDataset
@@ -147,6 +147,12 @@ def test_a_corrupt_or_unwritable_cache_is_only_slower(good, tmp_path):
     blocker.write_text("")
     with pytest.raises(DataError, match="4 of 8"):
         check_pairs(ds, cache_dir=blocker / "cache", progress=False)
+
+
+def test_images_over_the_pixel_limit_are_reported(good, monkeypatch):
+    monkeypatch.setattr(images, "MAX_PIXELS", 20 * 24 - 1)
+    with pytest.raises(DataError, match=r"8 of 8 pairs(.|\n)*images/0.png: 24x20 pixels"):
+        check_pairs(FolderDataset(good, "all"), progress=False)
 
 
 def test_missing_files_are_reported(good, tmp_path):

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from fcnseg.data.images import IMAGE_SUFFIXES, read_image, read_label
+from fcnseg.data.images import IMAGE_SUFFIXES, open_image, read_image, read_label
 from fcnseg.data.info import IGNORE_INDEX, DataError, DatasetInfo
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple]
@@ -103,29 +103,23 @@ class FileDataset(SegmentationDataset):
 def image_size(path: Path) -> tuple[int, int]:
     """(H, W) of the image :func:`read_image` would return, checking the file is whole.
 
-    The size comes from the header (EXIF rotations by 90 degrees swap it). PNGs
-    are verified by their chunk checksums, JPEGs decoded at 1/8 scale (which
+    The size comes from the header (EXIF rotations by 90 degrees swap it), which
+    :func:`~fcnseg.data.images.open_image` also checks against the pixel limit.
+    PNGs are verified by their chunk checksums, JPEGs decoded at 1/8 scale (which
     still reads every byte), other formats decoded.
     """
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if _orientation(img) in (5, 6, 7, 8):
-                w, h = h, w
+    with open_image(path) as img:
+        w, h = img.size
+        turned = _orientation(img) in (5, 6, 7, 8)
+        try:
             if img.format == "PNG":
                 img.verify()
             else:
                 img.draft("RGB", (w // 8, h // 8))  # no-op but for JPEG
                 img.load()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file") from None
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: {e}") from None
-    except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
-    return h, w
+        except (OSError, SyntaxError) as e:
+            raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
+    return (w, h) if turned else (h, w)
 
 
 def _orientation(img: Image.Image) -> int:
