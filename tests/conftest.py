@@ -11,6 +11,14 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The data-check cache of every test (and of the commands they start) in a temp folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def randomize_scores(model: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
     """Give every score layer random weights: they start at zero, which hides bugs."""
     for name, module in model.named_modules():
