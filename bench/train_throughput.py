@@ -72,7 +72,7 @@ def fcnseg_step(model, cfg: TrainConfig, ctx: Context):
 
     def step(images, labels):
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = _step_loss(net, images, labels, cfg, None, ctx)
+        loss = _step_loss(net, (images, labels, None), None, cfg, None, ctx)
         loss.backward()
         optimizer.step()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -12,16 +14,17 @@ from fcnseg.nets.registry import build_from_config
 from fcnseg.nets.weights import WeightsError, load_file
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` atomically: a temp file in the same folder, fsynced,
-    then renamed over ``path``. A kill at any moment leaves the old file or the new
-    one, never a torn one."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` atomically: ``write`` fills a temp file in the same folder
+    (``.<name>.<random>.tmp``), which is fsynced, then renamed over ``path``. A kill
+    at any moment leaves the old file or the new one, never a torn one (only,
+    at worst, a torn temp file, which :class:`~fcnseg.train.run.RunFolder` clears)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,9 +33,14 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(dir_fd)  # the rename itself survives a power cut
     finally:
         os.close(dir_fd)
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """Write ``obj`` to ``path`` with :func:`atomic_write`."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -1,18 +1,25 @@
 """Training and evaluation: short functions around one SGD loop (paper section 4.3).
 
 The sample stream is a pure function of ``(seed, position)``: which image comes
-next and how it is augmented. With the model, optimiser, scheduler and torch RNG
-in the checkpoint, a resumed run continues exactly as if it had never stopped.
+next, how it is augmented, and its dropout masks (each sample carries its seed
+into :class:`~fcnseg.nets.fcn.SampleDropout`). No step reads a global RNG, so N
+ranks sharing a global batch train exactly as one process does, and with the
+model, optimiser and scheduler in the checkpoint a resumed run continues exactly
+as if it had never stopped.
+
+A run writes into a :class:`~fcnseg.train.run.RunFolder`, under its lock, and
+only once its data are checked and its model is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +30,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from fcnseg.data.dataset import SegmentationDataset
-from fcnseg.data.registry import build_dataset
+from fcnseg.data.check import check_pairs, default_cache_dir
+from fcnseg.data.dataset import SegmentationDataset, Transform
+from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.transforms import eval_transform, train_transform
+from fcnseg.errors import ConfigError
 from fcnseg.nets.registry import build_model
 from fcnseg.nets.surgery import init_from
 from fcnseg.nets.weights import read_state_dict
-from fcnseg.train.checkpoint import load_checkpoint, save_checkpoint
-from fcnseg.train.config import TrainConfig
+from fcnseg.train.checkpoint import load_checkpoint
+from fcnseg.train.config import TrainConfig, build_train_set, build_val_set, resolve_normalization
 from fcnseg.train.device import memory_format
-from fcnseg.train.distributed import Context, all_reduce_sum, setup, teardown
+from fcnseg.train.distributed import Context, all_reduce_sum, process_group
 from fcnseg.train.loss import loss_denominator, median_frequency_weights, pixel_loss
 from fcnseg.train.metrics import ConfusionMatrix
+from fcnseg.train.run import RunFolder, check_resume
 
 COLLAPSE_SHARE = 0.95
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Images (N, 3, H, W), labels (N, H, W) int64 and the samples' seeds (N,) int64."""
 
 
 class StreamSampler(Sampler):
@@ -68,7 +82,9 @@ class StreamSampler(Sampler):
 
 
 class Seeded(Dataset):
-    """Applies ``transform`` to ``dataset[index]`` with a ``random.Random(seed)`` per sample."""
+    """``(index, seed)`` -> ``(image, label, seed)``: ``transform`` of ``dataset[index]``,
+    drawing from a ``random.Random(seed)`` of its own. The seed goes on with the
+    sample, to its dropout masks."""
 
     def __init__(self, dataset: SegmentationDataset, transform) -> None:
         self.dataset, self.transform = dataset, transform
@@ -78,7 +94,8 @@ class Seeded(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        return self.transform(*self.dataset.load(index), random.Random(seed))
+        image, label = self.transform(*self.dataset.load(index), random.Random(seed))
+        return image, label, seed
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -174,21 +191,6 @@ def evaluate(
     return metrics
 
 
-class RunLog:
-    """Appends JSON lines to ``metrics.jsonl`` in the run folder."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, **record) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, allow_nan=False, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    raise TypeError(f"not JSON serialisable: {value!r}")
-
-
 def json_safe(obj):
     """NaN -> None, recursively, so metrics serialise as strict JSON."""
     if isinstance(obj, float) and math.isnan(obj):
@@ -200,23 +202,205 @@ def json_safe(obj):
     return obj
 
 
-def _rng_state() -> dict:
+def train(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train per ``cfg``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
+    ``best.pt`` (by validation mean IU) into the run folder ``out``. Under torchrun,
+    every rank trains on its share of each global batch and rank 0 writes the files.
+
+    Args:
+        resume: continue from ``out/last.pt`` exactly where it stopped. ``cfg`` may
+            differ from the run's config only in :data:`~fcnseg.train.run.RESUMABLE`
+            fields (e.g. more ``iterations``), unless ``force``.
+        overwrite: replace the run already in ``out`` (once this run starts writing).
+        stop_after: stop (after checkpointing) at this iteration, as if interrupted.
+
+    Returns:
+        The last validation metrics, with ``iteration``, ``best_mean_iu`` and
+        ``trained``, the updates this call made (0 when the run had already finished).
+
+    Raises:
+        RunError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is
+            given, another run holds it, or there is no checkpoint to resume.
+        ConfigError: a resume that would change the model or data.
+        DataError: bad training or validation data (every bad file named).
+        FloatingPointError: the loss became NaN or infinite (the weights are left
+            as at the last checkpoint).
+    """
+    # "From the weights" made concrete: config.json and checkpoints record the value used.
+    cfg = cfg.replace(normalization=resolve_normalization(cfg))
+    run = RunFolder(out)
+    with process_group(cfg.device) as ctx, run.lock() if ctx.is_main else nullcontext():
+        _check_batch(cfg, ctx)
+        if ctx.is_main:
+            run.check(resume=resume, overwrite=overwrite)
+        ckpt = _resume_point(run, cfg, force) if resume else None
+        end = cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)
+        if ckpt is not None and ckpt["iteration"] >= end:  # nothing left to do
+            return {**(ckpt["metrics"] or {}), "iteration": ckpt["iteration"],
+                    "best_mean_iu": ckpt["best_mean_iu"], "trained": 0}  # fmt: skip
+        return _run(cfg, run, ctx, ckpt, end=end, progress=progress and ctx.is_main)
+
+
+def _check_batch(cfg: TrainConfig, ctx: Context) -> None:
+    """Refuse a global batch the ranks cannot share."""
+    if cfg.batch_size % ctx.world:
+        raise ConfigError(
+            f"batch_size (--batch-size) {cfg.batch_size} is the global batch: it must "
+            f"divide by {ctx.world} ranks"
+        )
+    if cfg.crop is None and cfg.batch_size > ctx.world:
+        raise ConfigError(
+            f"batch_size (--batch-size) {cfg.batch_size}: whole-image training (no --crop) "
+            "takes 1 image per rank; set --crop for larger batches"
+        )
+
+
+def _resume_point(run: RunFolder, cfg: TrainConfig, force: bool) -> dict:
+    """The run's ``last.pt``, once ``cfg`` is known not to change its model or data."""
+    ckpt = load_checkpoint(run.last)
+    saved = TrainConfig.from_dict(ckpt["train_config"])
+    check_resume(saved, cfg, at=ckpt["iteration"], force=force)
+    return ckpt
+
+
+def _run(
+    cfg: TrainConfig, run: RunFolder, ctx: Context, ckpt: dict | None, *, end: int, progress: bool
+) -> dict:
+    """Check the data, build (or restore) the model, then start writing and train."""
+    data = _load_data(cfg, ctx, progress)
+    t = _build(cfg, data.info.num_classes, ctx)
+    if ckpt is not None:
+        _restore(t, ckpt)
+    start = t.iteration
+    if ctx.is_main:
+        run.start(cfg, start)
+    metrics = _loop(t, data, run, end=end, progress=progress)
+    return {**metrics, "iteration": t.iteration, "best_mean_iu": t.best,
+            "trained": t.iteration - start}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What a run reads: the training stream, the validation set, class weights."""
+
+    info: DatasetInfo
+    stream: Seeded
+    val: Dataset
+    class_weights: torch.Tensor | None
+
+
+def _load_data(cfg: TrainConfig, ctx: Context, progress: bool) -> _Data:
+    train_set = _checked_split("training", build_train_set, cfg, None, ctx, progress)
+    val_transform = eval_transform(cfg.normalization)
+    val_set = _checked_split("validation", build_val_set, cfg, val_transform, ctx, progress)
+    if val_set.info.classes != train_set.info.classes:
+        raise DataError(
+            f"validation data: classes {', '.join(val_set.info.classes)} differ from the "
+            f"training data's {', '.join(train_set.info.classes)}"
+        )
+    weights = median_frequency_weights(train_set) if cfg.class_weighting == "median" else None
+    transform = train_transform(
+        normalization=cfg.normalization, scale=cfg.scale, crop=cfg.crop, flip=cfg.flip
+    )
+    return _Data(train_set.info, Seeded(train_set, transform), val_set, weights)
+
+
+def _checked_split(
+    role: str,
+    build: Callable[[TrainConfig, Transform | None], SegmentationDataset],
+    cfg: TrainConfig,
+    transform: Transform | None,
+    ctx: Context,
+    progress: bool,
+) -> SegmentationDataset:
+    """A split with every pair checked (by rank 0, results cached across runs in
+    ``data.check``'s default folder, ``~/.cache/fcnseg/checks``); errors say which
+    split (``role``) they are about."""
+    try:
+        dataset = build(cfg, transform)
+        if ctx.is_main:
+            check_pairs(dataset, cache_dir=default_cache_dir(), progress=progress)
+    except DataError as e:
+        raise DataError(f"{role} data: {e}") from None
+    return dataset
+
+
+@dataclass
+class _Trainer:
+    """What a run carries from one update to the next."""
+
+    cfg: TrainConfig
+    ctx: Context
+    model: nn.Module  # its state_dict goes into checkpoints
+    net: nn.Module  # what a step runs: the model, in DDP and compiled as asked
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    iteration: int = 0
+    best: float = -1.0
+
+
+def _build(cfg: TrainConfig, num_classes: int, ctx: Context) -> _Trainer:
+    # The run's seed sets the initialisation; the caller's global RNG is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = make_model(cfg, num_classes)
+    model = model.to(ctx.device, memory_format=memory_format(cfg.channels_last))
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
+    return _Trainer(cfg, ctx, model, _wrap(model, cfg, ctx), optimizer, scheduler, scaler)
+
+
+def _wrap(model: nn.Module, cfg: TrainConfig, ctx: Context) -> nn.Module:
+    """The model as a step runs it: DDP over the ranks (SyncBatchNorm on GPUs), compiled."""
+    net = model
+    if ctx.distributed:
+        if ctx.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # swaps the model's BN layers
+        net = DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    return torch.compile(net) if cfg.compile else net
+
+
+def _restore(t: _Trainer, ckpt: dict) -> None:
+    t.model.load_state_dict(ckpt["model"])
+    t.optimizer.load_state_dict(ckpt["optimizer"])
+    t.scheduler.load_state_dict(ckpt["scheduler"])
+    if t.scaler.is_enabled() and ckpt.get("scaler"):  # fp16 before and now
+        t.scaler.load_state_dict(ckpt["scaler"])
+    t.iteration, t.best = ckpt["iteration"], ckpt["best_mean_iu"]
+
+
+def _state(t: _Trainer, info: DatasetInfo, metrics: dict) -> dict:
+    """The checkpoint: enough to rebuild the model alone, or to resume the run exactly."""
     return {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "model": t.model.state_dict(),
+        "model_config": t.model.config.to_dict(),
+        "dataset": dataclasses.asdict(info),
+        "normalization": t.cfg.normalization,
+        "train_config": t.cfg.to_dict(),
+        "iteration": t.iteration,
+        "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict(),
+        "best_mean_iu": t.best,
+        "metrics": metrics,
     }
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-
-
-def _loader(dataset: Dataset, cfg: TrainConfig, iteration: int, ctx: Context) -> Iterator:
-    if cfg.batch_size % ctx.world:
-        raise ValueError(f"batch_size {cfg.batch_size} (global) must divide by {ctx.world} ranks")
+def _loader(dataset: Seeded, cfg: TrainConfig, iteration: int, ctx: Context) -> Iterator[Batch]:
+    """This rank's micro-batches from update ``iteration`` on."""
     per_rank = cfg.batch_size // ctx.world
     start = iteration * cfg.accumulate * cfg.batch_size
     sampler = StreamSampler(
@@ -230,178 +414,120 @@ def _loader(dataset: Dataset, cfg: TrainConfig, iteration: int, ctx: Context) ->
             num_workers=cfg.workers,
             pin_memory=ctx.device.type == "cuda",
             persistent_workers=cfg.workers > 0,
-            # A private generator: worker seeding must not consume the global RNG,
-            # or a resumed run's dropout masks would differ.
+            # A private generator: worker seeding leaves the global RNG alone.
             generator=torch.Generator().manual_seed(cfg.seed),
         )
     )
 
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+def _loop(t: _Trainer, data: _Data, run: RunFolder, *, end: int, progress: bool) -> dict:
+    """Update until iteration ``end``, logging the loss and evaluating as the config says."""
+    batches = _loader(data.stream, t.cfg, t.iteration, t.ctx)
+    bar = tqdm(total=t.cfg.iterations, initial=t.iteration, desc="train", disable=not progress,
+               dynamic_ncols=True)  # fmt: skip
+    t.net.train()
+    metrics: dict = {}
+    losses: list[float] = []
+    tic = time.time()
+    while t.iteration < end:
+        losses.append(_update(t, batches, data.class_weights))
+        bar.update()
+        if t.iteration % t.cfg.log_every == 0 or t.iteration == end:
+            _log_loss(t, run, bar, losses, time.time() - tic)
+            losses = []
+        if t.iteration % t.cfg.eval_every == 0 or t.iteration == end:
+            metrics = _evaluate(t, data, run, progress)
+    bar.close()
+    return metrics
+
+
+def _update(t: _Trainer, batches: Iterator[Batch], class_weights: torch.Tensor | None) -> float:
+    """One parameter update over ``accumulate`` micro-batches: the gradient of one
+    batch of ``accumulate x batch_size`` images. Returns the update's loss.
+
+    Raises:
+        FloatingPointError: the loss is not finite; the weights are left unchanged.
+    """
+    cfg, ctx = t.cfg, t.ctx
+    micro = [next(batches) for _ in range(cfg.accumulate)]
+    denominator = _denominator(micro, cfg, class_weights)
+    t.optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=ctx.device)
+    for batch in micro:
+        loss = _step_loss(t.net, batch, denominator, cfg, class_weights, ctx)
+        # DDP averages the ranks' gradients; the update's loss is their sum.
+        t.scaler.scale(loss * ctx.world).backward()
+        loss_sum += loss.detach()
+    value = all_reduce_sum(loss_sum).item()
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"loss is {value} at iteration {t.iteration + 1}: lower the lr ({cfg.lr:g} with "
+            f"normalize_loss={cfg.normalize_loss}); last.pt holds the last checkpoint"
+        )
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    t.iteration += 1
+    return value
+
+
+def _denominator(
+    micro: list[Batch], cfg: TrainConfig, class_weights: torch.Tensor | None
+) -> torch.Tensor | None:
+    """What the update's mean loss divides by: the (class-weighted) valid pixels of
+    all its micro-batches on all ranks. None for the summed loss."""
+    if not cfg.normalize_loss:
+        return None
+    local = sum(loss_denominator(labels, class_weights) for _, labels, _ in micro)
+    return all_reduce_sum(local)
 
 
 def _step_loss(
-    model: nn.Module, images, labels, cfg: TrainConfig, class_weights, ctx: Context
-) -> tuple[torch.Tensor, float]:
-    """The loss to backpropagate on this rank, and the global loss value to log.
+    net: nn.Module,
+    batch: Batch,
+    denominator: torch.Tensor | None,
+    cfg: TrainConfig,
+    class_weights: torch.Tensor | None,
+    ctx: Context,
+) -> torch.Tensor:
+    """This rank's share of the update's loss, from one micro-batch.
 
-    The loss is normalised by the *global* count of valid pixels (summed over
-    ranks) and scaled by the world size, so that DDP's gradient average equals
-    the gradient of one process that saw the whole global batch.
+    With the mean loss, ``denominator`` counts the pixels of the whole update
+    (all ranks and micro-batches; None: this micro-batch's), so the shares add
+    up to the mean over the update. The summed loss (the reference's) adds up
+    to the sum over the update.
     """
+    images, labels, seeds = batch
     images = images.to(
         ctx.device, non_blocking=True, memory_format=memory_format(cfg.channels_last)
     )
     labels = labels.to(ctx.device, non_blocking=True)
     dtype = AUTOCAST[cfg.precision]
     with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-        logits = model(images)
-    total = pixel_loss(logits.float(), labels, normalize=False, class_weights=class_weights)
-    if cfg.normalize_loss:
-        denom = loss_denominator(labels, class_weights).to(total)
-    else:  # the reference's sum: a global denominator of 1
-        denom = torch.full_like(total, 1 / ctx.world)
-    stats = all_reduce_sum(torch.stack([total.detach(), denom]))  # global sum, denominator
-    if stats[1] <= 0:  # every pixel void
-        return total * 0.0, 0.0
-    return total * (ctx.world / stats[1]), (stats[0] / stats[1]).item()
+        logits = net(images, seeds=seeds)
+    return pixel_loss(logits.float(), labels, normalize=cfg.normalize_loss,
+                      class_weights=class_weights, denominator=denominator)  # fmt: skip
 
 
-def train(
-    cfg: TrainConfig,
-    out: str | Path,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> dict:
-    """Train per ``cfg``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
-    ``best.pt`` (by validation mean IU) into ``out``. Under torchrun, every rank
-    trains on its share of each global batch and rank 0 writes the files.
-
-    Args:
-        resume: continue from ``out/last.pt`` exactly where it stopped.
-        stop_after: stop (after checkpointing) at this iteration, as if interrupted.
-
-    Returns:
-        The last validation metrics, with ``iteration`` and ``best_mean_iu``.
-    """
-    ctx = setup(cfg.device)
-    try:
-        return _train(cfg, Path(out), ctx, resume=resume, progress=progress, stop_after=stop_after)
-    finally:
-        teardown()
+def _log_loss(t: _Trainer, run: RunFolder, bar: tqdm, losses: list[float], seconds: float) -> None:
+    lr = t.optimizer.param_groups[0]["lr"]
+    bar.set_postfix(loss=f"{np.mean(losses):.4f}", lr=f"{lr:.2e}")
+    if t.ctx.is_main:
+        run.log(iteration=t.iteration, loss=float(np.mean(losses)), lr=lr,
+                seconds=round(seconds, 2))  # fmt: skip
 
 
-def _train(cfg, out: Path, ctx: Context, *, resume, progress, stop_after) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    progress = progress and ctx.is_main
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
-    train_set = build_dataset(cfg.dataset, cfg.data_root, cfg.train_split)
-    val_set = build_dataset(
-        cfg.dataset, cfg.data_root, cfg.val_split, eval_transform(cfg.normalization)
-    )
-    info = train_set.info
-    class_weights = median_frequency_weights(train_set) if cfg.class_weighting == "median" else None
-    stream = Seeded(
-        train_set,
-        train_transform(
-            normalization=cfg.normalization, scale=cfg.scale, crop=cfg.crop, flip=cfg.flip
-        ),
-    )
-    if cfg.crop is None and cfg.batch_size > ctx.world:
-        raise ValueError("whole-image training needs 1 image per rank; set crop for batches")
-
-    model = make_model(cfg, info.num_classes).to(ctx.device)
-    model = model.to(memory_format=memory_format(cfg.channels_last))
-    optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
-    start, best = 0, -1.0
-    if resume:
-        ckpt = load_checkpoint(out / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start, best = ckpt["iteration"], ckpt["best_mean_iu"]
-        _set_rng_state(ckpt["rng"])
-    elif ctx.is_main:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    if ctx.is_main:
-        (out / "config.json").write_text(cfg.to_json())
-    log = RunLog(out / "metrics.jsonl")
-    net = model
-    if ctx.distributed:
-        if ctx.device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(
-            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-    if cfg.compile:
-        net = torch.compile(net)
-
-    def checkpoint(iteration: int, metrics: dict | None) -> dict:
-        return {
-            "model": model.state_dict(),
-            "model_config": model.config.to_dict(),
-            "dataset": dataclasses.asdict(info),
-            "normalization": cfg.normalization,
-            "train_config": cfg.to_dict(),
-            "iteration": iteration,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "best_mean_iu": best,
-            "metrics": metrics,
-        }
-
-    batches = _loader(stream, cfg, start, ctx)
-    end = cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)
-    bar = tqdm(range(start, end), initial=start, total=cfg.iterations, desc="train",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
-    net.train()
-    metrics: dict = {}
-    tic, running = time.time(), []
-    for it in bar:
-        optimizer.zero_grad(set_to_none=True)
-        for _ in range(cfg.accumulate):
-            images, labels = next(batches)
-            loss, value = _step_loss(net, images, labels, cfg, class_weights, ctx)
-            scaler.scale(loss / cfg.accumulate).backward()
-            running.append(value)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        if not math.isfinite(running[-1]):
-            raise FloatingPointError(
-                f"loss is {running[-1]} at iteration {it + 1}: lower the lr "
-                f"({cfg.lr:g}; normalize_loss={cfg.normalize_loss})"
-            )
-        done = it + 1
-        if done % cfg.log_every == 0 or done == end:
-            lr = optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{np.mean(running):.4f}", lr=f"{lr:.2e}")
-            if ctx.is_main:
-                log.write(iteration=done, loss=float(np.mean(running)), lr=lr,
-                          seconds=round(time.time() - tic, 2))  # fmt: skip
-            running = []
-        if done % cfg.eval_every == 0 or done == end:
-            metrics = evaluate(model, val_set, info.num_classes, ctx.device,
-                               channels_last=cfg.channels_last, progress=progress)  # fmt: skip
-            is_best = metrics["mean_iu"] > best
-            best = max(best, metrics["mean_iu"])
-            if ctx.is_main:
-                if "warning" in metrics:
-                    tqdm.write(f"warning: {metrics['warning']}")
-                log.write(iteration=done, eval=json_safe(metrics))
-                tqdm.write(f"iter {done}: val mean IU {metrics['mean_iu']:.4f} "
-                           f"pixel acc {metrics['pixel_acc']:.4f} (best {best:.4f})")  # fmt: skip
-                state = checkpoint(done, metrics)
-                save_checkpoint(state, out / "last.pt")
-                if is_best:
-                    save_checkpoint(state, out / "best.pt")
-    bar.close()
-    return {**metrics, "iteration": end, "best_mean_iu": best}
+def _evaluate(t: _Trainer, data: _Data, run: RunFolder, progress: bool) -> dict:
+    """Validate, report, and checkpoint (``best.pt`` too when the mean IU improved)."""
+    metrics = evaluate(t.model, data.val, data.info.num_classes, t.ctx.device,
+                       channels_last=t.cfg.channels_last, progress=progress)  # fmt: skip
+    is_best = metrics["mean_iu"] > t.best
+    t.best = max(t.best, metrics["mean_iu"])
+    if t.ctx.is_main:
+        if "warning" in metrics:
+            tqdm.write(f"warning: {metrics['warning']}")
+        tqdm.write(f"iter {t.iteration}: val mean IU {metrics['mean_iu']:.4f} "
+                   f"pixel acc {metrics['pixel_acc']:.4f} (best {t.best:.4f})")  # fmt: skip
+        run.log(iteration=t.iteration, eval=json_safe(metrics))
+        run.save(_state(t, data.info, metrics), best=is_best)
+    return metrics

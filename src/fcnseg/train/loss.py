@@ -4,6 +4,9 @@ The reference sums the loss over every pixel (unnormalised), which is why its
 learning rates are tiny (1e-10 for FCN-32s on 500x500 images: the gradient is
 about 250,000 times that of a mean). ``normalize=True`` takes the mean over
 non-void pixels (weighted by class weights when given), for ordinary lrs (~1e-3).
+
+Training computes the same mean over the pixels of a whole update (every rank,
+every accumulation step) by passing that update's ``denominator``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def pixel_loss(
     normalize: bool = True,
     class_weights: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
+    denominator: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Softmax cross-entropy at every non-void pixel.
 
@@ -32,9 +36,13 @@ def pixel_loss(
         normalize: mean over non-void pixels (weighted by ``class_weights``) if
             True, their sum (the reference's loss) if False.
         class_weights: (C,) per-class weights, e.g. median-frequency balancing.
+        denominator: with ``normalize``, what the summed loss is divided by
+            (default: :func:`loss_denominator` of ``target``). A larger batch this
+            one is part of passes its own, so that the parts' losses add up to
+            the mean over the whole.
 
     Returns:
-        A scalar; zero (with gradient) when every pixel is void.
+        A scalar; zero (with gradient) when the denominator is zero (every pixel void).
     """
     if class_weights is not None:
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
@@ -43,8 +51,9 @@ def pixel_loss(
     )
     if not normalize:
         return total
-    denom = loss_denominator(target, class_weights, ignore_index)
-    return total / denom if denom > 0 else total * 0.0
+    if denominator is None:
+        denominator = loss_denominator(target, class_weights, ignore_index)
+    return total / denominator if denominator > 0 else total * 0.0
 
 
 def loss_denominator(
