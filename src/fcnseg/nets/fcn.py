@@ -60,8 +60,8 @@ class FCN(nn.Module):
     ) -> None:
         super().__init__()
         self.features = features
-        self.fc6, self.relu6, self.drop6 = fc6, nn.ReLU(inplace=True), nn.Dropout(dropout)
-        self.fc7, self.relu7, self.drop7 = fc7, nn.ReLU(inplace=True), nn.Dropout(dropout)
+        self.fc6, self.relu6, self.drop6 = fc6, nn.ReLU(inplace=True), SampleDropout(dropout, 6)
+        self.fc7, self.relu7, self.drop7 = fc7, nn.ReLU(inplace=True), SampleDropout(dropout, 7)
         # Score layers start at zero (section 4.2): a new skip leaves the output unchanged.
         self.score_fr = _zero_conv(fc7.out_channels, num_classes)
         self.skips = tuple(skips)
@@ -95,19 +95,19 @@ class FCN(nn.Module):
         self.add_module(self.final_name, final)
         self.crops[self.final_name] = crop_offset(score_map.then(layer_map(final)), CoordMap())
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
+    def score(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
         """Class scores at the net's finest stride, before the final upsampling.
 
         Shapes: (N, 3, H, W) -> (N, num_classes, H', W') with H' about H / stride
-        plus the margin the input padding adds.
+        plus the margin the input padding adds. ``seeds`` (N,): see :meth:`forward`.
         """
         taps: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self._tap_index:
                 taps[self._tap_index[i]] = x
-        x = self.drop6(self.relu6(self.fc6(x)))  # (N, 4096, H/32 - 6, ...) for VGG
-        x = self.drop7(self.relu7(self.fc7(x)))
+        x = self.drop6(self.relu6(self.fc6(x)), seeds)  # (N, 4096, H/32 - 6, ...) for VGG
+        x = self.drop7(self.relu7(self.fc7(x)), seeds)
         score = self.score_fr(x)
         for name, up_name in zip(self.skips, self.upsamplers, strict=True):
             score = getattr(self, up_name)(score)  # 2x finer
@@ -118,9 +118,16 @@ class FCN(nn.Module):
             )
         return score
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, num_classes, H, W) of images (N, 3, H, W).
+
+        ``seeds`` (N,) int64, in training only: sample i's dropout masks are drawn
+        from ``seeds[i]`` alone, so they do not depend on which batch or process
+        the sample is in (see :class:`SampleDropout`). Without seeds, ordinary dropout.
+        """
         final: Upsample = getattr(self, self.final_name)
-        return final.upsample_crop(self.score(x), self.crops[self.final_name], x.shape[-2:])
+        score = self.score(x, seeds)
+        return final.upsample_crop(score, self.crops[self.final_name], x.shape[-2:])
 
     def describe_geometry(self) -> str:
         """One line per crop: which map is cropped, at what offset, and why."""
@@ -137,6 +144,42 @@ class FCN(nn.Module):
             "with the input image"
         )
         return "\n".join(lines)
+
+
+class SampleDropout(nn.Dropout):
+    """Dropout whose masks can be a function of each sample's seed.
+
+    Called with ``seeds`` (N,), sample i's mask is drawn from a generator seeded
+    by ``(seeds[i], salt)``: the same sample gets the same mask whether it is
+    trained in one process or on any rank of many, in any batch, before or after
+    a resume. ``salt`` tells the layers of one net apart. Without seeds (or in
+    eval mode) it is :class:`torch.nn.Dropout`, so it has no parameters or buffers
+    and the state_dict is unchanged.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W).
+    """
+
+    def __init__(self, p: float = 0.5, salt: int = 0) -> None:
+        super().__init__(p)
+        self.salt = salt
+
+    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        if seeds is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = _sample_masks(x.shape, seeds, self.p, self.salt, x.device)
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p) if self.p < 1 else 0.0)
+
+
+@torch.compiler.disable  # a generator per sample: eager, outside any compiled graph
+def _sample_masks(
+    shape: torch.Size, seeds: torch.Tensor, p: float, salt: int, device: torch.device
+) -> torch.Tensor:
+    """(N, ...) boolean keep-masks, sample i's drawn from its own generator."""
+    masks = []
+    for seed in seeds.tolist():
+        generator = torch.Generator(device=device).manual_seed((seed * 1_000_003 + salt) % 2**63)
+        masks.append(torch.rand(shape[1:], generator=generator, device=device) >= p)
+    return torch.stack(masks)
 
 
 def _fuse(score: torch.Tensor, c_score: int, skip: torch.Tensor, c_skip: int) -> torch.Tensor:
