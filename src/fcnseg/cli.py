@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import errno
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from fcnseg.data.dataset import SegmentationDataset, Transform
 from fcnseg.data.images import overlay, save_label
 from fcnseg.data.info import DataError, DatasetInfo
-from fcnseg.data.registry import DATASETS, build_dataset
+from fcnseg.data.registry import DATASETS
 from fcnseg.errors import UserError
-from fcnseg.train.config import TrainConfig
+from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, option_name
 from fcnseg.train.device import PRECISIONS
 from fcnseg.train.recipes import RECIPES, get_recipe
 
@@ -27,14 +29,18 @@ FIELD_HELP = {
     "batch_norm": "VGG16 with batch norm",
     "learnable_upsampling": "learn the upsampling filters (default fixed bilinear)",
     "pad": "input padding of conv1 (100 as the reference)",
-    "backbone_weights": "'imagenet' (torchvision's file) or a local state_dict path",
+    "backbone_weights": "'imagenet' (torchvision's file) or a local state_dict path; "
+    "none: from scratch",
     "init_from": "checkpoint of a coarser FCN to start from (staged training)",
     "dataset": "dataset name (fcnseg datasets)",
     "data_root": "dataset folder",
     "train_split": "split to train on",
     "val_split": "split to validate on",
-    "normalization": "'imagenet' (torchvision weights) or 'caffe' (reference BGR mean)",
-    "crop": "random crop size; omit for whole images at batch 1",
+    "val_dataset": "dataset to validate on; none: the training dataset",
+    "val_root": "folder of the validation dataset; none: --data-root",
+    "normalization": "'imagenet' (ImageNet mean/std) or 'caffe' (the reference's BGR mean); "
+    "none: what the starting weights expect",
+    "crop": "random crop size; none: whole images at batch 1",
     "scale": "random scale range, two numbers",
     "flip": "random horizontal flips",
     "batch_size": "images per step, over all processes (per rank: batch_size / world size)",
@@ -62,34 +68,42 @@ FIELD_HELP = {
 }
 
 
+def _or_none(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type for an optional field: ``none`` (any case) sets it back to None."""
+
+    def convert(text: str):
+        return None if text.lower() == "none" else parse(text)
+
+    convert.__name__ = parse.__name__  # argparse names the type in its messages
+    return convert
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, typed from its annotation. A flag not
+    given leaves no attribute (``SUPPRESS``), so the recipe's value stays; ``none``
+    unsets an optional field (a file named ``none``: write ``./none``)."""
     group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        kw = {"dest": f.name, "default": None, "help": FIELD_HELP[f.name]}
-        if kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif kind.startswith("tuple"):
-            group.add_argument(flag, type=float, nargs=2, metavar=("LOW", "HIGH"), **kw)
-        elif kind.startswith("int"):
-            group.add_argument(flag, type=int, **kw)
-        elif kind.startswith("float"):
-            group.add_argument(flag, type=float, **kw)
+    for name, (base, optional) in FIELD_TYPES.items():
+        kw = {"dest": name, "default": argparse.SUPPRESS, "help": FIELD_HELP[name]}
+        if base is bool:
+            group.add_argument(option_name(name), action=argparse.BooleanOptionalAction, **kw)
+        elif base is tuple:
+            group.add_argument(
+                option_name(name), type=float, nargs=2, metavar=("LOW", "HIGH"), **kw
+            )
         else:
-            group.add_argument(flag, type=str, **kw)
+            parse = _or_none(base) if optional else base
+            group.add_argument(option_name(name), type=parse, metavar=name.upper(), **kw)
+
+
+def _config_overrides(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line (and only those)."""
+    return {name: getattr(args, name) for name in FIELD_TYPES if hasattr(args, name)}
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = get_recipe(args.recipe)
-    changes = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if getattr(args, f.name) is not None
-    }
-    if "scale" in changes:
-        changes["scale"] = tuple(changes["scale"])
-    return cfg.replace(**changes)
+    """The recipe with the command line's overrides; :class:`ConfigError` if a value is bad."""
+    return get_recipe(args.recipe).replace(**_config_overrides(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -104,6 +118,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"done in {time.time() - tic:.0f} s: val mean IU {result['mean_iu']:.4f} "
           f"(best {result['best_mean_iu']:.4f}); checkpoints in {out}")  # fmt: skip
     return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def format_table(metrics: dict, classes: tuple[str, ...]) -> str:
@@ -123,13 +145,53 @@ def format_table(metrics: dict, classes: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
-def _data_for(ckpt: dict, args: argparse.Namespace) -> tuple[str, str | None, str]:
-    cfg = ckpt.get("train_config", {})
-    return (
-        args.dataset or cfg.get("dataset", "synthetic"),
-        args.data_root or cfg.get("data_root"),
-        args.split or cfg.get("val_split", "val"),
-    )
+def _data_for(ckpt: dict, args: argparse.Namespace) -> TrainConfig:
+    """The checkpoint's training config, its validation data replaced by ``--dataset``,
+    ``--data-root`` and ``--split`` where given (the training data stays: VOC's
+    seg11valid is computed from the SBD training list)."""
+    cfg = TrainConfig.from_dict(ckpt.get("train_config", {}))
+    own = cfg.val_dataset or cfg.dataset
+    name = args.dataset or own
+    if args.data_root is not None:
+        root = args.data_root
+    elif name == own:
+        root = cfg.val_root
+    elif name in ("synthetic", cfg.dataset):
+        root = None  # no folder, or the training data's folder
+    else:
+        raise DataError(f"--dataset {name} needs --data-root (the checkpoint's data is {own})")
+    return cfg.replace(val_dataset=name, val_root=root, val_split=args.split or cfg.val_split)
+
+
+def _checked_dataset(
+    ckpt: dict, args: argparse.Namespace, transform: Transform | None = None
+) -> tuple[TrainConfig, SegmentationDataset]:
+    """The data ``eval`` and ``predict`` run on (:func:`_data_for`) and its config.
+
+    Raises:
+        DataError: the dataset's classes (names, in order) are not the checkpoint's,
+            unless ``--allow-class-mismatch`` (the user maps classes on purpose).
+    """
+    cfg = _data_for(ckpt, args)
+    dataset = build_val_set(cfg, transform)
+    trained, data = tuple(ckpt["dataset"]["classes"]), dataset.info.classes
+    if trained != data and not args.allow_class_mismatch:
+        raise DataError(
+            f"the checkpoint predicts {len(trained)} classes ({_listed(trained)}) but "
+            f"{cfg.val_dataset} has {len(data)} ({_listed(data)}); evaluate on the data it "
+            "was trained for, or pass --allow-class-mismatch if the indices match on purpose"
+        )
+    return cfg, dataset
+
+
+def _listed(names: tuple[str, ...], most: int = 4) -> str:
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
+def class_names(trained: tuple[str, ...], data: tuple[str, ...]) -> tuple[str, ...]:
+    """One name per confusion-matrix row: the dataset's classes, then those only the
+    checkpoint predicts (a checkpoint with more classes than the data, forced)."""
+    return data + tuple(f"{name} (model)" for name in trained[len(data) :])
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -143,19 +205,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     model, ckpt = model_from_checkpoint(args.checkpoint)
     device = select_device(args.device)
+    cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))
+    names = class_names(tuple(ckpt["dataset"]["classes"]), dataset.info.classes)
     model = prepare_for_inference(model, device, torch.float32, args.channels_last)
-    name, root, split = _data_for(ckpt, args)
-    dataset = build_dataset(name, root, split, eval_transform(ckpt["normalization"]))
     tic = time.time()
-    metrics = evaluate(model, dataset, dataset.info.num_classes, device,
+    metrics = evaluate(model, dataset, len(names), device,
                        batch_size=args.batch_size, channels_last=args.channels_last)  # fmt: skip
-    print(f"{name}/{split}: {len(dataset)} images, {time.time() - tic:.1f} s")
-    print(format_table(metrics, dataset.info.classes))
+    print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {time.time() - tic:.1f} s")
+    print(format_table(metrics, names))
     if "warning" in metrics:
         print(f"warning: {metrics['warning']}")
     if args.json:
-        result = {"checkpoint": str(args.checkpoint), "dataset": name, "split": split,
-                  "classes": list(dataset.info.classes), **json_safe(metrics)}  # fmt: skip
+        result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
+                  "split": cfg.val_split, "classes": list(names), **json_safe(metrics)}  # fmt: skip
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"metrics written to {args.json}")
@@ -181,8 +243,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         items = [(p.stem, p) for p in expand_inputs(args.inputs)]
         load = as_rgb
     else:
-        name, root, split = _data_for(seg.checkpoint, args)
-        dataset = build_dataset(name, root, split)
+        _, dataset = _checked_dataset(seg.checkpoint, args)
         items = [(stem, i) for i, stem in enumerate(dataset.names)]
 
         def load(index: int) -> np.ndarray:
@@ -262,10 +323,14 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     """Which images to run on, and where: shared by eval and predict."""
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep NCHW instead of the channels-last layout")  # fmt: skip
-    p.add_argument("--dataset", help="dataset (default: the checkpoint's)")
+    p.add_argument("--dataset", choices=list(DATASETS),
+                   help="dataset (default: the checkpoint's validation dataset)")  # fmt: skip
     p.add_argument("--data-root", help="dataset folder (default: the checkpoint's)")
     p.add_argument("--split", help="split (default: the checkpoint's validation split)")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
+    p.add_argument("--allow-class-mismatch", action="store_true",
+                   help="run on a dataset whose classes differ from the checkpoint's "
+                   "(class indices mapped on purpose)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
 
 
 def _add_eval(sub) -> None:
@@ -273,7 +338,8 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help=helptext, description=helptext)
     p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
     p.add_argument("--json", help="also write the metrics to this JSON file")
-    p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass")
+    p.add_argument("--batch-size", type=positive_int, default=4,
+                   help="same-size images per pass")  # fmt: skip
     _add_data_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -323,16 +389,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OSErrors about the user's files and machine, not about fcnseg: no permission, no
+# such file or folder, a folder where a file should be, a full or read-only disk.
+USER_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+     errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTEMPTY}
+)  # fmt: skip
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The one line to print for an error the user can fix, or None for a bug.
+
+    - :class:`~fcnseg.errors.UserError` (ConfigError, DataError, WeightsError, ...):
+      a flag, config value or file fcnseg cannot use; its message names it.
+    - FloatingPointError: the training loss diverged; the message names the lr.
+    - OSError with an errno in :data:`USER_ERRNOS` (permission denied, disk full,
+      is a directory, ...): the file it names and the system's reason.
+
+    Anything else, a bare ValueError or KeyError included, is a bug in fcnseg and
+    keeps its traceback: code that a user's input can reach raises a UserError.
+    """
+    if isinstance(error, UserError | FloatingPointError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in USER_ERRNOS:
+        reason = error.strerror or str(error)
+        return f"{error.filename}: {reason}" if error.filename else reason
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``fcnseg`` command; the exit status: 0 done, 2 a user error (one line
+    on stderr, see :func:`user_error_message`), 130 interrupted. Bugs raise."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, FloatingPointError) as e:
-        print(f"fcnseg: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("fcnseg: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        print(f"fcnseg: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ input. Every crop offset comes from the layers' coordinate maps.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from fcnseg.errors import ConfigError
 from fcnseg.nets.backbones import Classifier
 from fcnseg.nets.convolutionalize import feature_channels, linear_to_conv
 from fcnseg.nets.geometry import CoordMap, coord_map, crop_offset, layer_map
@@ -221,17 +223,19 @@ def fcn_from_classifier(
     fc6 still covers the image; any other ``pad`` (e.g. 1, ordinary "same"
     padding) pads fc6 instead, which costs about half the compute at 500x500.
     The crops follow from the geometry either way.
+
+    ``classifier`` is left as it was: the FCN gets copies of its layers.
     """
-    features = classifier.features
+    features = copy.deepcopy(classifier.features)
     features[0].padding = (pad, pad)
     for m in features:
         if isinstance(m, nn.MaxPool2d):
             m.ceil_mode = True
     linears = [m for m in classifier.classifier if isinstance(m, nn.Linear)]
-    fc6 = linear_to_conv(linears[0], feature_channels(features))
+    fc6 = linear_to_conv(linears[0], feature_channels(features))  # a new layer: weights copied
     if pad != REFERENCE_PAD:
         if fc6.kernel_size[0] % 2 == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"pad={pad} needs an odd fc6 kernel to stay aligned; "
                 f"{type(classifier).__name__} has {fc6.kernel_size[0]}: use pad={REFERENCE_PAD}"
             )

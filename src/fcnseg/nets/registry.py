@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
+from fcnseg.errors import ConfigError
 from fcnseg.nets.backbones import build_backbone
 from fcnseg.nets.fcn import FCN, fcn_from_classifier
 from fcnseg.nets.surgery import init_from, load_backbone_weights
@@ -107,9 +108,9 @@ def build_model(
         torch.Size([1, 21, 31, 17])
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     spec = MODELS[name]
     classifier = build_backbone(spec.backbone, batch_norm=batch_norm, width=width)
     if backbone_weights is not None:

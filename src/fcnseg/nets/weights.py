@@ -8,6 +8,7 @@ of a run follows from the weights it starts from.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -57,15 +58,28 @@ def _numpy_data_types() -> list:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def load_file(path: str | os.PathLike, what: str = "weight file"):
-    """``torch.load`` on the CPU, tensors and plain data only (no code runs)."""
+def load_file(path: str | os.PathLike, what: str = "weight file", *, mmap: bool = False):
+    """``torch.load`` on the CPU, tensors and plain data only (no code runs).
+
+    ``mmap``: map the tensors instead of reading them (for a look at the metadata
+    of a large checkpoint); only torch's zip format can be mapped, others are read.
+    """
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals(_numpy_data_types()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such {what}") from None
     except Exception as e:  # torch raises many types for files that are not checkpoints
         raise WeightsError(f"{path}: not a readable {what} ({type(e).__name__})") from None
+
+
+def saved_normalization(path: str | os.PathLike) -> str | None:
+    """The pixel normalisation an fcnseg checkpoint was trained with; None for a bare
+    state_dict or a checkpoint that does not say."""
+    obj = load_file(path, "checkpoint", mmap=True)
+    value = obj.get("normalization") if isinstance(obj, Mapping) else None
+    return value if value in NORMALIZATIONS else None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -1,15 +1,45 @@
-"""The training configuration: one frozen dataclass, saved as ``config.json`` with a run."""
+"""The training configuration: one frozen dataclass, checked when built, saved as ``config.json``.
+
+Every field is checked in :meth:`TrainConfig.__post_init__` (its type, then its
+range or choices, then whether the model can be built with these options), so a
+bad value stops with one line naming the field and its flag before anything
+runs. The config also says which data a run reads (:func:`build_train_set`,
+:func:`build_val_set`) and which pixel normalisation its starting weights expect
+(:func:`resolve_normalization`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+
+import torch
+
+from fcnseg.data.dataset import SegmentationDataset, Transform
+from fcnseg.data.info import DataError
+from fcnseg.data.registry import DATASETS, build_dataset
+from fcnseg.data.voc import VOCDataset
+from fcnseg.errors import ConfigError
+from fcnseg.nets.registry import MODELS, build_model
+from fcnseg.nets.weights import NORMALIZATIONS, saved_normalization, weights_entry
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("fixed", "poly")
+CLASS_WEIGHTINGS = ("none", "median")
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run reads. Saved as ``config.json`` beside its checkpoints."""
+    """Everything a training run reads. Saved as ``config.json`` beside its checkpoints.
+
+    Raises:
+        ConfigError: on construction, for a value outside what its field allows.
+    """
 
     # model (see fcnseg.build_model)
     model: str = "fcn8s"
@@ -24,7 +54,9 @@ class TrainConfig:
     data_root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
-    normalization: str = "imagenet"  # "caffe" for the reference's BGR-mean weights
+    val_dataset: str | None = None  # None: the training dataset
+    val_root: str | None = None  # None: data_root (for the training dataset)
+    normalization: str | None = None  # None: what the starting weights expect
     crop: int | None = None  # None: whole images, batch 1 (the reference)
     scale: tuple[float, float] = (1.0, 1.0)
     flip: bool = True
@@ -54,6 +86,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        # JSON has no tuples and writes 1.0 as 1: store the canonical types.
+        if isinstance(self.scale, list):
+            object.__setattr__(self, "scale", tuple(self.scale))
+        for name, (base, _) in FIELD_TYPES.items():
+            value = getattr(self, name)
+            if base is float and type(value) is int:
+                object.__setattr__(self, name, float(value))
+        _validate(self)
+
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -65,10 +107,165 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        if data.get("scale") is not None:
-            data = {**data, "scale": tuple(data["scale"])}
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
         return cls(**data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Each field's base type (bool, int, float, str or tuple) and whether it may be None."""
+    types = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        base = args[0] if optional else hint
+        types[name] = (typing.get_origin(base) or base, optional)
+    return types
+
+
+FIELD_TYPES = _field_types()
+"""Field name -> (base type, optional): what the command line parses for each field."""
+
+
+def option_name(field: str) -> str:
+    """The command-line flag of a config field: ``class_weighting`` -> ``--class-weighting``."""
+    return "--" + field.replace("_", "-")
+
+
+def _named(field: str) -> str:
+    return f"{field} ({option_name(field)})"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_TYPE_CHECKS: dict[type, tuple[Callable[[typing.Any], bool], str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (_is_number, "a finite number"),
+    str: (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+    tuple: (
+        lambda v: isinstance(v, tuple) and len(v) == 2 and all(map(_is_number, v)),
+        "two numbers LOW HIGH",
+    ),
+}
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": tuple(MODELS),
+    "dataset": tuple(DATASETS),
+    "val_dataset": tuple(DATASETS),
+    "normalization": NORMALIZATIONS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "class_weighting": CLASS_WEIGHTINGS,
+    "precision": TRAIN_PRECISIONS,
+}
+
+_RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
+    "width": (lambda v: v > 0, "> 0 (1.0 is the published net)"),
+    "pad": (lambda v: v >= 1, ">= 1 (100: the reference; 1: the efficient geometry)"),
+    "crop": (lambda v: v >= 1, ">= 1, or none for whole images"),
+    "scale": (lambda v: 0 < v[0] <= v[1], "two numbers 0 < LOW <= HIGH"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "accumulate": (lambda v: v >= 1, ">= 1"),
+    "workers": (lambda v: v >= 0, ">= 0"),
+    "iterations": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "bias_lr_mult": (lambda v: v >= 0, ">= 0"),
+    "poly_power": (lambda v: v >= 0, ">= 0"),
+    "warmup": (lambda v: v >= 0, ">= 0"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eval_every": (lambda v: v >= 1, ">= 1"),
+    "log_every": (lambda v: v >= 1, ">= 1"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32) (numpy's seed range)"),
+}
+
+
+def _validate(cfg: TrainConfig) -> None:
+    """Raise :class:`ConfigError` for the first field outside what it allows."""
+    for name, (base, optional) in FIELD_TYPES.items():
+        value = getattr(cfg, name)
+        if value is None and optional:
+            continue
+        check, kind = _TYPE_CHECKS[base]
+        if not check(value):
+            unset = ", or none" if optional else ""
+            raise ConfigError(f"{_named(name)} must be {kind}{unset}; got {value!r}")
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ConfigError(
+                f"{_named(name)} must be one of {', '.join(_CHOICES[name])}; got {value!r}"
+            )
+        if name in _RANGES and not _RANGES[name][0](value):
+            raise ConfigError(f"{_named(name)} must be {_RANGES[name][1]}; got {value!r}")
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, ValueError):
+            raise ConfigError(
+                f"{_named('device')} must be auto, cpu, cuda, cuda:N or mps; got {cfg.device!r}"
+            ) from None
+    _check_model_options(cfg)
+
+
+def _check_model_options(cfg: TrainConfig) -> None:
+    """Refuse model options the builder refuses (e.g. AlexNet with batch norm, or with
+    pad != 100: its fc6 kernel is even). The net is built on the meta device: no
+    memory, no weights, about 10 ms."""
+    try:
+        with torch.device("meta"):
+            build_model(
+                cfg.model, 2, batch_norm=cfg.batch_norm, width=cfg.width, pad=cfg.pad,
+                learnable_upsampling=cfg.learnable_upsampling, dropout=cfg.dropout,
+            )  # fmt: skip
+    except ValueError as e:
+        options = f"--pad {cfg.pad}" + (" --batch-norm" if cfg.batch_norm else "")
+        raise ConfigError(f"{_named('model')} {cfg.model} with {options}: {e}") from None
+
+
+def resolve_normalization(cfg: TrainConfig) -> str:
+    """How the run's pixels are normalised: ``cfg.normalization`` when set, else what
+    its starting weights expect.
+
+    That is the normalisation saved in an ``init_from`` checkpoint (``imagenet`` if
+    it is a bare state_dict), the published weights' own entry for ``imagenet``
+    backbone weights (:attr:`fcnseg.nets.weights.Weights.normalization`), and
+    ``imagenet`` for a local weights file (torchvision's format) or from scratch.
+    """
+    if cfg.normalization is not None:
+        return cfg.normalization
+    if cfg.init_from is not None:
+        return saved_normalization(cfg.init_from) or "imagenet"
+    if cfg.backbone_weights == "imagenet":
+        backbone = MODELS[cfg.model].backbone
+        return weights_entry(backbone, batch_norm=cfg.batch_norm).normalization
+    return "imagenet"
+
+
+def build_train_set(cfg: TrainConfig, transform: Transform | None = None) -> SegmentationDataset:
+    """The training data: split ``train_split`` of ``dataset`` under ``data_root``."""
+    return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform)
+
+
+def build_val_set(cfg: TrainConfig, transform: Transform | None = None) -> SegmentationDataset:
+    """The validation data: split ``val_split`` of ``val_dataset`` under ``val_root``.
+
+    Without ``val_dataset`` it is the training dataset, under ``val_root`` or else
+    ``data_root``. Another dataset needs its own ``val_root``. Training on SBD and
+    validating on VOC (the reference's data), ``seg11valid`` without a list file is
+    computed as VOC val minus SBD's ``train.txt`` (736 images for VOC2011).
+    """
+    if cfg.val_dataset in (None, cfg.dataset):
+        return build_dataset(cfg.dataset, cfg.val_root or cfg.data_root, cfg.val_split, transform)
+    if cfg.val_root is None and cfg.val_dataset != "synthetic":
+        raise DataError(
+            f"validation dataset {cfg.val_dataset!r} needs its own folder (--val-root); "
+            f"--data-root is the {cfg.dataset} training data"
+        )
+    if cfg.val_dataset == "voc" and cfg.dataset == "sbd":
+        return VOCDataset(cfg.val_root, cfg.val_split, transform, sbd_root=cfg.data_root)
+    return build_dataset(cfg.val_dataset, cfg.val_root, cfg.val_split, transform)

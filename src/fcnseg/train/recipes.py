@@ -7,15 +7,20 @@ its lr (1e-10 for FCN-32s) is ~250,000 times smaller than a mean loss would want
 
 from __future__ import annotations
 
+from fcnseg.errors import ConfigError
 from fcnseg.train.config import TrainConfig
 
 # The reference (fcn.berkeleyvision.org) trains on SBD train with whole images,
-# batch 1, a summed loss and fixed lr; it validates on seg11valid.
+# batch 1, a summed loss and fixed lr; it validates on seg11valid, VOC2011 val minus
+# SBD train, with VOC2011's own labels: --data-root is SBD's dataset/ folder,
+# --val-root VOC2011's. The pixels are normalised as the starting weights expect
+# (torchvision's ImageNet weights: ImageNet mean/std; FCN-16s and FCN-8s: the
+# FCN-32s/16s checkpoint's), so normalization is left unset.
 _VOC = TrainConfig(
     dataset="sbd",
     train_split="train",
+    val_dataset="voc",
     val_split="seg11valid",
-    normalization="caffe",
     backbone_weights="imagenet",
     iterations=100_000,
     momentum=0.99,
@@ -82,6 +87,7 @@ RECIPES: dict[str, TrainConfig] = {
 
 
 def get_recipe(name: str) -> TrainConfig:
+    """A recipe by name (:data:`RECIPES`)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     return RECIPES[name]
