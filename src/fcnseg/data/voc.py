@@ -24,7 +24,8 @@ class VOCDataset(FileDataset):
 
     Splits come from ``ImageSets/Segmentation/<split>.txt``. ``seg11valid``, the
     paper's 736-image validation set (VOC2011 val minus SBD train), is read from
-    ``seg11valid.txt`` there, or computed when ``sbd_root`` is given.
+    ``seg11valid.txt`` there, or computed when ``sbd_root`` (SBD's ``dataset/``
+    folder, with ``train.txt``) is given.
     """
 
     info = VOC_INFO
@@ -32,21 +33,30 @@ class VOCDataset(FileDataset):
     def __init__(self, root, split: str = "val", transform=None, *, sbd_root=None) -> None:
         root = require_dir(Path(root))
         lists = root / "ImageSets" / "Segmentation"
+        where = str(lists / f"{split}.txt")
         if split == "seg11valid" and not (lists / "seg11valid.txt").is_file():
-            if sbd_root is None:
-                raise DataError(
-                    f"{lists}/seg11valid.txt not found: pass sbd_root to compute it "
-                    "(VOC2011 val minus SBD train)"
-                )
-            sbd_train = set(read_list(Path(sbd_root) / "train.txt"))
-            names = [n for n in read_list(lists / "val.txt") if n not in sbd_train]
+            names, where = seg11valid(lists / "val.txt", sbd_root)
         else:
             names = read_list(lists / f"{split}.txt")
         pairs = [
             (root / "JPEGImages" / f"{n}.jpg", root / "SegmentationClass" / f"{n}.png")
             for n in names
         ]
-        super().__init__(pairs, str(lists / f"{split}.txt"), transform)
+        super().__init__(pairs, where, transform)
+
+
+def seg11valid(voc_val: Path, sbd_root) -> tuple[list[str], str]:
+    """The reference's seg11valid: the names of VOC2011 ``val.txt`` that are not in
+    SBD's ``train.txt`` (no image is both trained and validated on); and how it was made."""
+    if sbd_root is None:
+        raise DataError(
+            f"{voc_val.parent}/seg11valid.txt not found: it is computed as VOC2011 val "
+            "minus SBD train, so train on SBD (--dataset sbd --data-root <SBD dataset/>)"
+        )
+    sbd_train = require_dir(Path(sbd_root)) / "train.txt"
+    excluded = set(read_list(sbd_train))
+    names = [n for n in read_list(voc_val) if n not in excluded]
+    return names, f"seg11valid ({voc_val} minus {sbd_train})"
 
 
 class SBDDataset(FileDataset):
