@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import json
 import sys
 import time
@@ -11,11 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
 
 from fcnseg.data.dataset import SegmentationDataset, Transform
-from fcnseg.data.images import overlay, save_label
+from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
 from fcnseg.errors import UserError
@@ -225,7 +224,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fcnseg.deploy.inference import Segmenter, as_rgb, expand_inputs
+    from fcnseg.data.images import open_image, read_image
+    from fcnseg.deploy.files import (
+        check_plan,
+        expand_inputs,
+        output_names,
+        plan_outputs,
+        write_predictions,
+    )
+    from fcnseg.deploy.inference import Segmenter
 
     seg = Segmenter.from_checkpoint(
         args.checkpoint,
@@ -237,53 +244,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     info = DatasetInfo(**seg.checkpoint["dataset"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     if args.inputs:
-        items = [(p.stem, p) for p in expand_inputs(args.inputs)]
-        load = as_rgb
+        items = expand_inputs(args.inputs)[: args.limit]
+        for path in items:  # every header read (and its size checked) before any output
+            open_image(path, args.max_pixels).close()
+        names, inputs = output_names(items), items
+        load = functools.partial(read_image, max_pixels=args.max_pixels)
     else:
         _, dataset = _checked_dataset(seg.checkpoint, args)
-        items = [(stem, i) for i, stem in enumerate(dataset.names)]
+        items = list(range(len(dataset)))[: args.limit]
+        names = [dataset.names[i] for i in items]
+        inputs = [path for pair in getattr(dataset, "pairs", ()) for path in pair]
 
         def load(index: int) -> np.ndarray:
             return dataset.load(index)[0]
 
-    if args.limit:
-        items = items[: args.limit]
     if not items:
         raise DataError("nothing to predict: give image files, folders or globs, or --dataset")
+    out = Path(args.out)
+    plan = plan_outputs(items if args.inputs else names, names, out, not args.no_overlay)
+    check_plan(plan, inputs, overwrite=args.overwrite)
     chunk = 4 * args.batch_size  # images held in memory at once
-    for start in tqdm(range(0, len(items), chunk), desc="predict", disable=len(items) <= chunk):
-        stems = [stem for stem, _ in items[start : start + chunk]]
-        images = [load(item) for _, item in items[start : start + chunk]]
-        for stem, image, label in zip(stems, images, seg.predict(images), strict=True):
-            save_label(label, out / f"{stem}.png", info.colors)
-            if not args.no_overlay:
-                blend = overlay(image, label, info.colors)
-                Image.fromarray(blend).save(out / f"{stem}_overlay.png")
-    print(f"predictions for {len(items)} images written to {out}/ "
-          f"(<name>.png: labels with the {info.name} palette; <name>_overlay.png)")  # fmt: skip
+    written = write_predictions(seg, plan, items, load, info.colors, chunk)
+    images = f"{len(items)} image{'s' if len(items) > 1 else ''}"
+    print(f"predictions for {images} written to {out}/: {written} files "
+          f"(<name>.png: labels with the {info.name} palette"
+          f"{'' if args.no_overlay else '; <name>_overlay.png'})")  # fmt: skip
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from fcnseg.deploy.export import OnnxModel, export_onnx
+    from fcnseg.deploy.export import CHECKPOINT_SHA256, OnnxModel, export_checkpoint
     from fcnseg.train.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(args.checkpoint)
-    export_onnx(model, args.output)
-    print(f"exported {args.checkpoint} to {args.output} (dynamic batch, height, width)")
+    export_checkpoint(model, args.checkpoint, args.output)
     runner = OnnxModel(args.output)
+    print(f"exported {args.checkpoint} to {args.output} (dynamic batch, height, width; "
+          f"checkpoint sha256 {runner.metadata[CHECKPOINT_SHA256][:12]}...)")  # fmt: skip
     for size in ((64, 80), (97, 131)):
         x = torch.randn(2, 3, *size)
         with torch.inference_mode():
             diff = (runner(x) - model(x)).abs().max().item()
         print(f"parity {size[0]}x{size[1]}: max abs diff vs torch {diff:.2e}")
         if diff > 1e-4:
-            raise ValueError(f"ONNX output differs from torch by {diff:.2e} (> 1e-4)")
+            raise RuntimeError(f"ONNX output differs from torch by {diff:.2e} (> 1e-4)")
     return 0
 
 
@@ -349,15 +356,29 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help=helptext, description=helptext)
     p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
     p.add_argument("inputs", nargs="*", help="image files, folders or globs")
-    p.add_argument("--out", default="predictions", help="output folder")
-    p.add_argument("--limit", type=int, help="at most this many images")
+    p.add_argument("--out", default="predictions",
+                   help="output folder, apart from the inputs: <name>.png and "
+                   "<name>_overlay.png per input, <name> its path relative to the deepest "
+                   "folder holding all inputs; inputs differing only in suffix keep it "
+                   "(a.jpg -> a.jpg.png). Every output is checked before the first is "
+                   "written")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (never an input)")  # fmt: skip
+    p.add_argument("--limit", type=positive_int, help="at most this many images")
     p.add_argument("--no-overlay", action="store_true", help="labels only")
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
+                   help="refuse image files with more pixels (width x height), from their "
+                   f"header (default {MAX_PIXELS:,}: the largest image the published FCN-8s, "
+                   f"at about {BYTES_PER_PIXEL} B per pixel in fp32, segments in this "
+                   "machine's memory)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                   help="onnxruntime: runs <checkpoint>.onnx (exported once)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=8, help="same-size images per pass")
+                   help="onnxruntime: runs <checkpoint>.onnx, exported again whenever "
+                   "the checkpoint changes")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="same-size images per pass")  # fmt: skip
     _add_data_options(p)
     p.set_defaults(func=cmd_predict)
 
@@ -367,7 +388,8 @@ def _add_export(sub) -> None:
                        description="Export to ONNX (dynamic batch, height, width) and check "
                        "its output against torch on two input sizes.")  # fmt: skip
     p.add_argument("checkpoint", help="a checkpoint written by fcnseg train")
-    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("output", help="the .onnx file to write (its folder is created; the "
+                   "checkpoint's sha256 goes into its metadata)")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
 

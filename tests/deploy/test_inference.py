@@ -3,10 +3,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fcnseg
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.train.device import resolve_precision
 from tests.conftest import randomize_scores
 
 
@@ -44,13 +44,20 @@ def test_predict_batches_mixed_sizes(model):
         np.testing.assert_array_equal(a, b)
 
 
-def test_precision_choice():
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) == torch.float32
-    assert resolve_precision("bf16", cpu) == torch.bfloat16
-    assert resolve_precision("auto", cpu) in (torch.float32, torch.bfloat16)
-    with pytest.raises(ValueError, match="fp16"):
-        resolve_precision("fp16", cpu)
+def test_bf16_inference_runs_in_bf16_and_agrees_with_fp32(model):
+    # smooth inputs: the untrained net answers noise with one class everywhere
+    x = 2 * F.interpolate(torch.randn(2, 3, 3, 4), size=(45, 61), mode="bilinear")
+    fp32 = Segmenter(copy.deepcopy(model), precision="fp32", device="cpu")
+    bf16 = Segmenter(copy.deepcopy(model), precision="bf16", device="cpu")
+    assert bf16.dtype == torch.bfloat16
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in fp32.model.parameters()} == {torch.float32}
+    reference, low = fp32.logits(x), bf16.logits(x)
+    assert low.dtype == torch.float32  # handed back in fp32, computed in bf16
+    error = (low - reference).abs().max().item()
+    assert 0 < error < 0.05 * reference.abs().max().item()  # rounded, yet close
+    assert len(reference.argmax(1).unique()) > 1
+    assert (low.argmax(1) == reference.argmax(1)).float().mean() > 0.95
 
 
 def test_onnx_export_matches_torch(model, tmp_path):

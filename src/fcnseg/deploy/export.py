@@ -1,26 +1,98 @@
-"""Export to ONNX with dynamic batch, height and width, and run it with onnxruntime."""
+"""Export to ONNX with dynamic batch, height and width, and run it with onnxruntime.
+
+An export made from a checkpoint carries the checkpoint's sha256 in its metadata
+(:data:`CHECKPOINT_SHA256`), so a cached export is used only for the checkpoint it
+came from (:func:`onnx_for_checkpoint`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import logging
 import os
+import tempfile
 import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.errors import ConfigError, UserError
+
 ONNX_HELP = "ONNX export needs the 'export' extra: pip install 'fcnseg[export]'"
+CHECKPOINT_SHA256 = "fcnseg.checkpoint_sha256"
+"""The ONNX metadata key holding the sha256 of the checkpoint an export was made from."""
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, example_size: int = 64) -> None:
+class MissingExtra(UserError):
+    """An optional dependency (an install extra) that a command needs is not installed."""
+
+
+class OnnxFileError(UserError):
+    """An ONNX file that onnxruntime cannot load."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, as hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path``, renamed over it when the block succeeds and removed
+    when it fails: ``path`` is always the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:  # on disk before the rename makes it the file
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's warnings (torchvision ops it skips, deprecations) for the
+    block, then give the ``torch.onnx`` logger back its own level."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    example_size: int = 64,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write ``model`` as ONNX: input ``image`` (N, 3, H, W) -> ``logits`` (N, C, H, W),
-    with N, H and W dynamic (the crops are computed in the graph from the shapes)."""
+    with N, H and W dynamic (the crops are computed in the graph from the shapes).
+
+    The file is written atomically (a temp file renamed over ``path``) and its folder
+    created; ``metadata`` goes into the model's ``metadata_props``.
+    """
     try:
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError:
-        raise RuntimeError(ONNX_HELP) from None
+        raise MissingExtra(ONNX_HELP) from None
     # A copy, so the caller's model is left as it is: fp32 and NCHW, because
     # torch.export cannot keep H and W dynamic through channels-last weights.
     model = (
@@ -32,33 +104,80 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, example_size: int 
         2: torch.export.Dim("height", min=1, max=16384),
         3: torch.export.Dim("width", min=1, max=16384),
     }
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
+    with _quiet_exporter():
+        program = torch.onnx.export(
             model,
             (example,),
-            str(path),
             input_names=["image"],
             output_names=["logits"],
             dynamic_shapes={"x": dims},
             dynamo=True,
             verbose=False,
         )
+    program.model.metadata_props.update(metadata or {})
+    with _replaced_atomically(Path(path)) as tmp:
+        # One file: external weight data would be named after the temp file.
+        program.save(tmp, external_data=False)
+
+
+def export_checkpoint(
+    model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike
+) -> None:
+    """:func:`export_onnx` of ``checkpoint``'s ``model`` to ``path``, keyed by the
+    checkpoint's sha256 (:data:`CHECKPOINT_SHA256`).
+
+    Raises:
+        ConfigError: ``path`` is the checkpoint itself.
+    """
+    if Path(path).exists() and os.path.samefile(path, checkpoint):
+        raise ConfigError(f"{path}: is the checkpoint itself; write the ONNX file elsewhere")
+    export_onnx(model, path, metadata={CHECKPOINT_SHA256: file_sha256(checkpoint)})
+
+
+def onnx_for_checkpoint(
+    model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike
+) -> OnnxModel:
+    """The ONNX export of ``checkpoint`` cached at ``path``: reused when its metadata names
+    this checkpoint's sha256, exported again when it is missing, unreadable or was made
+    from another checkpoint (a replaced ``best.pt``)."""
+    try:
+        cached = OnnxModel(path)
+    except OnnxFileError:  # missing or corrupt: exported below
+        cached = None
+    if cached is not None and cached.metadata.get(CHECKPOINT_SHA256) == file_sha256(checkpoint):
+        return cached
+    export_checkpoint(model, checkpoint, path)
+    return OnnxModel(path)
 
 
 class OnnxModel:
-    """An exported FCN run by onnxruntime, called like the torch model."""
+    """An exported FCN run by onnxruntime, called like the torch model.
+
+    Raises:
+        MissingExtra: onnxruntime is not installed.
+        OnnxFileError: onnxruntime cannot load ``path``.
+    """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RuntimeError(ONNX_HELP) from None
+            raise MissingExtra(ONNX_HELP) from None
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's errors share no base class below Exception
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise OnnxFileError(f"{path}: onnxruntime cannot load it ({reason})") from None
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props`` (e.g. :data:`CHECKPOINT_SHA256`)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(batch.detach().float().cpu().numpy())

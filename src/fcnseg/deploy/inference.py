@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import glob
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from fcnseg.data.images import IMAGE_SUFFIXES, read_image, to_rgb
+from fcnseg.data.images import read_image, to_rgb
 from fcnseg.data.info import DataError
 from fcnseg.data.transforms import normalize_image
+from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
 from fcnseg.train.checkpoint import model_from_checkpoint
-from fcnseg.train.device import memory_format, resolve_precision
+from fcnseg.train.device import memory_format, resolve_precision, select_device
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -73,11 +73,11 @@ class Segmenter:
         normalization: str = "imagenet",
         batch_size: int = 8,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = select_device(device or "auto")
         self.normalization, self.batch_size = normalization, batch_size
         if not isinstance(model, torch.nn.Module):  # an ONNX model: runs as exported
             if precision not in ("auto", "fp32"):
-                raise ValueError("the onnxruntime backend runs in fp32")
+                raise ConfigError(f"--precision {precision}: the onnxruntime backend runs in fp32")
             self.dtype, self.memory_format, self.model = torch.float32, None, model
             return
         self.dtype = resolve_precision(precision, self.device)
@@ -88,23 +88,26 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, *, backend: str = "torch", onnx_path=None, **kwargs
+        cls,
+        path: str | os.PathLike,
+        *,
+        backend: str = "torch",
+        onnx_path: str | os.PathLike | None = None,
+        **kwargs,
     ) -> Segmenter:
         """A Segmenter for a checkpoint written by ``fcnseg train``.
 
         ``backend="onnxruntime"`` runs ``onnx_path`` (default: the checkpoint's path
-        with ``.onnx``, exported on first use).
+        with ``.onnx``), exported again whenever it is missing, unreadable or was
+        made from another checkpoint (:func:`fcnseg.deploy.export.onnx_for_checkpoint`).
         """
         model, ckpt = model_from_checkpoint(path)
         if backend == "onnxruntime":
-            from fcnseg.deploy.export import OnnxModel, export_onnx
+            from fcnseg.deploy.export import onnx_for_checkpoint
 
-            onnx_path = Path(onnx_path or Path(path).with_suffix(".onnx"))
-            if not onnx_path.exists():
-                export_onnx(model, onnx_path)
-            model = OnnxModel(onnx_path)
+            model = onnx_for_checkpoint(model, path, onnx_path or Path(path).with_suffix(".onnx"))
         elif backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+            raise ConfigError(f"--backend {backend}: unknown; choose torch or onnxruntime")
         seg = cls(model, normalization=ckpt.get("normalization", "imagenet"), **kwargs)
         seg.checkpoint = ckpt
         return seg
@@ -151,20 +154,3 @@ def as_rgb(image: ImageLike) -> np.ndarray:
     if a.ndim != 3 or a.shape[2] not in (3, 4):
         raise DataError(f"expected an (H, W, 3) image array, got shape {a.shape}")
     return np.ascontiguousarray(a[..., :3]).astype(np.uint8)
-
-
-def expand_inputs(inputs: Iterable[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> image paths."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            paths.append(p)
-        else:
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise DataError(f"{item}: no such file, folder or matching glob")
-            paths += [Path(m) for m in matches if Path(m).is_file()]
-    return paths
