@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from fcnseg.errors import ConfigError
+from fcnseg.nets.weights import IMAGENET_WEIGHTS
+from fcnseg.train.config import TrainConfig, resolve_normalization
+from fcnseg.train.recipes import RECIPES, get_recipe
+
+VOC = [name for name in RECIPES if name.startswith("voc-")]
+
+
+def test_recipes_are_checked_configs():
+    assert all(isinstance(cfg, TrainConfig) for cfg in RECIPES.values())
+    assert get_recipe("camvid-fcn8s") is RECIPES["camvid-fcn8s"]
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'; choose one of voc-fcn32s"):
+        get_recipe("nope")
+
+
+@pytest.mark.parametrize("name", VOC)
+def test_voc_recipes_train_on_sbd_and_validate_on_voc_seg11valid(name):
+    cfg = RECIPES[name]
+    assert (cfg.dataset, cfg.train_split) == ("sbd", "train")
+    assert (cfg.val_dataset, cfg.val_split) == ("voc", "seg11valid")
+    assert cfg.normalization is None  # from the weights, whichever they are
+
+
+@pytest.mark.parametrize("name", [n for n in VOC if RECIPES[n].init_from is None])
+def test_voc_recipes_normalise_as_torchvision_weights_expect(name):
+    cfg = RECIPES[name]
+    assert cfg.backbone_weights == "imagenet"
+    assert resolve_normalization(cfg) == "imagenet"
+    # Through the weights' entry: torchvision's files were trained on ImageNet mean/std.
+    assert {w.normalization for w in IMAGENET_WEIGHTS.values()} == {"imagenet"}
+
+
+def test_staged_voc_recipes_start_from_the_previous_stage(tmp_path):
+    # Each stage reads the previous one's default run folder (runs/<recipe>) and takes
+    # its normalisation from that checkpoint: imagenet all the way down from FCN-32s.
+    previous, saved = "voc-fcn32s", resolve_normalization(RECIPES["voc-fcn32s"])
+    for name in ("voc-fcn16s", "voc-fcn8s"):
+        cfg = RECIPES[name]
+        assert cfg.init_from == f"runs/{previous}/best.pt" and cfg.backbone_weights is None
+        ckpt = tmp_path / f"{previous}.pt"
+        torch.save({"model": {}, "normalization": "caffe"}, ckpt)  # read, not assumed:
+        assert resolve_normalization(cfg.replace(init_from=str(ckpt))) == "caffe"
+        torch.save({"model": {}, "normalization": saved}, ckpt)
+        previous, saved = name, resolve_normalization(cfg.replace(init_from=str(ckpt)))
+        assert saved == "imagenet"
