@@ -17,7 +17,7 @@ from fcnseg.data.dataset import SegmentationDataset, Transform
 from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
-from fcnseg.errors import UserError
+from fcnseg.errors import ConfigError, UserError
 from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, option_name
 from fcnseg.train.device import PRECISIONS
 from fcnseg.train.recipes import RECIPES, get_recipe
@@ -202,6 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fcnseg.train.device import select_device
     from fcnseg.train.engine import evaluate, json_safe
 
+    if args.json and Path(args.json).is_dir():  # found before the evaluation, not after
+        raise ConfigError(f"--json {args.json}: is a folder; give the file to write")
     model, ckpt = model_from_checkpoint(args.checkpoint)
     device = select_device(args.device)
     cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))

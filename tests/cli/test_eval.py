@@ -1,0 +1,127 @@
+"""``fcnseg eval``: the training-time numbers, the checkpoint's data, and class checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fcnseg
+from fcnseg.cli import main
+from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
+from fcnseg.train.engine import json_safe
+from tests.conftest import randomize_scores
+
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu", "per_class_acc")
+
+
+def folder_dataset(root, n, names, size=(30, 38)):
+    """``n`` random image/mask pairs whose masks use every class in ``names``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(len(names) * 100 + n)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i:03d}.png"
+        )
+        mask = rng.integers(0, len(names), size, dtype=np.uint8)
+        mask[0] = 255  # a void row
+        Image.fromarray(mask).save(root / "masks" / f"{i:03d}.png")
+    (root / "classes.txt").write_text("".join(f"{name} {k} {k} {k}\n" for k, name in
+                                              enumerate(names)))  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run on a 4-class folder dataset (30 images, 3 for validation) that starts from
+    random score layers: its predictions vary, so a wrong evaluation shows."""
+    tmp = tmp_path_factory.mktemp("eval")
+    data = folder_dataset(tmp / "data", 30, ["c0", "c1", "c2", "c3"])
+    start = randomize_scores(fcnseg.build_model("fcn8s", 4, width=0.0625, batch_norm=True), 1.0)
+    torch.save({"model": start.state_dict()}, tmp / "start.pt")
+    args = ["train", "--recipe", "synthetic-demo", "--dataset", "folder", "--data-root",
+            str(data), "--init-from", str(tmp / "start.pt"), "--width", "0.0625", "--crop",
+            "24", "--batch-size", "2", "--iterations", "2", "--warmup", "0", "--lr", "1e-9",
+            "--quiet", "--out", str(tmp / "run")]  # fmt: skip
+    assert main(args) == 0
+    return tmp / "run"
+
+
+def evaluate_cli(args, tmp_path):
+    out = tmp_path / "metrics.json"
+    assert main(["eval", *map(str, args), "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_eval_equals_the_training_time_evaluation(run, tmp_path):
+    saved = json_safe(load_checkpoint(run / "best.pt")["metrics"])
+    result = evaluate_cli([run / "best.pt"], tmp_path)
+    assert {k: result[k] for k in METRICS} == {k: saved[k] for k in METRICS}
+    assert result["classes"] == ["c0", "c1", "c2", "c3"] and result["split"] == "val"
+    # The predictions are varied (not one class), so equal numbers mean equal work.
+    assert sum(acc > 0 for acc in result["per_class_acc"]) > 1
+    # ...and NCHW one image at a time, the other inference path, gives them too.
+    again = evaluate_cli([run / "best.pt", "--batch-size", "1", "--no-channels-last"], tmp_path)
+    assert {k: again[k] for k in METRICS} == {k: saved[k] for k in METRICS}
+
+
+def independent_eval(checkpoint, root, n_rows):
+    """Pixel accuracy, per-class IU and accuracy over every pair of a folder dataset,
+    with a confusion matrix of ``n_rows`` classes, written out here."""
+    model, _ = model_from_checkpoint(checkpoint)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    counts = np.zeros((n_rows, n_rows), np.int64)
+    for path in sorted((root / "images").iterdir()):
+        pixels = np.asarray(Image.open(path), np.float64) / 255
+        x = torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1)).float()[None]
+        with torch.inference_mode():
+            pred = model(x)[0].argmax(0).numpy()
+        truth = np.asarray(Image.open(root / "masks" / path.name)).astype(np.int64)
+        keep = truth != 255
+        counts += np.bincount(truth[keep] * n_rows + pred[keep], minlength=n_rows**2).reshape(
+            n_rows, n_rows
+        )
+    hits, truth_px, pred_px = np.diag(counts), counts.sum(1), counts.sum(0)
+    with np.errstate(invalid="ignore"):
+        iu, acc = hits / (truth_px + pred_px - hits), hits / truth_px
+    return hits.sum() / counts.sum(), iu, acc
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["c0", "c1", "c2"], ["c0", "c1", "c2", "c3", "c4", "c5"], ["sky", "road", "car", "tree"]],
+)
+def test_other_classes_are_refused_unless_allowed(run, tmp_path, capsys, names):
+    data = folder_dataset(tmp_path / "other", 5, names)
+    args = ["eval", str(run / "best.pt"), "--dataset", "folder", "--data-root", str(data),
+            "--split", "all"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--allow-class-mismatch" in err
+    assert f"predicts 4 classes (c0, c1, c2, c3) but folder has {len(names)}" in err
+    # Forced: the confusion matrix spans the classes of both (no crash, no lost pixels).
+    result = evaluate_cli([*args[1:], "--allow-class-mismatch"], tmp_path)
+    n_rows = max(4, len(names))
+    pixel_acc, iu, acc = independent_eval(run / "best.pt", data, n_rows)
+    assert len(result["per_class_iu"]) == len(result["classes"]) == n_rows
+    assert result["classes"][: len(names)] == names
+    assert result["pixel_acc"] == pytest.approx(pixel_acc, abs=1e-12)
+    nan_as_none = [None if np.isnan(v) else pytest.approx(v, abs=1e-12) for v in iu]
+    assert result["per_class_iu"] == nan_as_none
+    assert result["per_class_acc"] == [None if np.isnan(v) else pytest.approx(v) for v in acc]
+
+
+def test_eval_data_errors_are_one_line(run, tmp_path, capsys):
+    ckpt = str(run / "best.pt")
+    assert main(["eval", ckpt, "--dataset", "camvid"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fcnseg: error: --dataset camvid needs --data-root (the checkpoint's data is folder)"
+    )
+    assert main(["eval", ckpt, "--json", str(tmp_path)]) == 2  # a folder, not a file
+    err = capsys.readouterr().err.strip()
+    assert err == f"fcnseg: error: --json {tmp_path}: is a folder; give the file to write"
+    with pytest.raises(SystemExit):
+        main(["eval", ckpt, "--batch-size", "0"])
+    assert "--batch-size: must be >= 1, got 0" in capsys.readouterr().err
