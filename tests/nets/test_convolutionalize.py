@@ -5,6 +5,7 @@ from torch import nn
 from fcnseg import convolutionalize
 from fcnseg.nets.backbones import VGG16, AlexNet
 from fcnseg.nets.convolutionalize import WindowLinear, fully_connected_as_matmuls
+from fcnseg.nets.fcn import fcn_from_classifier
 
 
 def window_scores(classifier, feature_map, kernel):
@@ -137,3 +138,26 @@ def test_fully_connected_as_matmuls_keeps_the_fcn_output(pad):
         assert set(replaced) == {"fc6", "fc7", "score_fr", "score_pool4", "score_pool3"}
         assert model.state_dict().keys() == keys
         torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "backbone,final_kernel", [(VGG16(width=0.125), 64), (AlexNet(width=0.125), 63)]
+)
+def test_fcn_from_classifier_leaves_the_classifier_alone(backbone, final_kernel):
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    layout = [(type(m), getattr(m, "padding", None), getattr(m, "ceil_mode", None))
+              for m in backbone.modules()]  # fmt: skip
+    fcn = fcn_from_classifier(backbone, num_classes=3, final_kernel=final_kernel)
+    assert fcn.features[0].padding == (100, 100)  # the FCN's copy is adapted...
+    assert all(m.ceil_mode for m in fcn.features if isinstance(m, nn.MaxPool2d))
+    after = [(type(m), getattr(m, "padding", None), getattr(m, "ceil_mode", None))
+             for m in backbone.modules()]  # fmt: skip
+    assert after == layout  # ...the classifier's layers are not
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    # No tensor is shared: training the FCN cannot change the classifier.
+    theirs = {p.data_ptr() for p in backbone.parameters()}
+    assert not theirs & {p.data_ptr() for p in fcn.parameters()}
+    with torch.no_grad():
+        for p in fcn.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
