@@ -80,25 +80,46 @@ def test_wrong_files_fail_clearly(vgg16_file, tmp_path):
     assert "classifier.3.weight (file (10, 10), model (4096, 4096))" in str(err.value)
 
 
-@pytest.mark.parametrize("coarse,fine", [("fcn32s", "fcn16s"), ("fcn16s", "fcn8s")])
+def scene(size):
+    """An input with regions (a coarse random field, smoothly upsampled), not white noise:
+    a random net's features then differ across the image."""
+    coarse = torch.randn(1, 3, 4, 4, dtype=torch.float64) * 2
+    return torch.nn.functional.interpolate(coarse, size=size, mode="bilinear")
+
+
+# Argmax agreement of the finer net with the coarser one it starts from, measured at these
+# sizes (seed 0, width 0.25, 5 classes): fcn32s -> fcn16s 1.0, 0.9876, 0.9264;
+# fcn16s -> fcn8s 1.0, 0.9659, 0.9582. The thresholds sit just below.
+AGREEMENT = {
+    ("fcn32s", "fcn16s"): {(1, 1): 1.0, (37, 50): 0.985, (64, 96): 0.92},
+    ("fcn16s", "fcn8s"): {(1, 1): 1.0, (37, 50): 0.96, (64, 96): 0.955},
+}
+
+
+@pytest.mark.parametrize("coarse,fine", list(AGREEMENT))
 def test_staged_init_starts_from_coarser_scores(coarse, fine):
-    # The coarser net stands in for a trained one: random weights everywhere.
-    source = randomize_scores(fcnseg.build_model(coarse, 5, width=0.25), std=0.1).double()
-    target = fcnseg.build_model(fine, 5, width=0.25, init_from_model=source).double()
-    copied = init_from(target, source)
-    assert "score_fr.weight" in copied and "fc6.weight" in copied
-    source.eval(), target.eval()
-    new_up = target.upsamplers[-1]
-    for size in [(1, 1), (37, 50), (64, 96)]:
-        x = torch.randn(1, 3, *size, dtype=torch.float64)
+    for size, threshold in AGREEMENT[coarse, fine].items():
+        # The coarser net stands in for a trained one: random score layers, biases
+        # centred on this input so that its predictions vary over the image.
+        source = randomize_scores(fcnseg.build_model(coarse, 5, width=0.25), std=0.1)
+        source = source.double().eval()
+        x = scene(size)
+        with torch.inference_mode():
+            source.score_fr.bias -= source(x).mean((0, 2, 3))
+        target = fcnseg.build_model(fine, 5, width=0.25, init_from_model=source).double().eval()
+        copied = init_from(target, source)
+        assert "score_fr.weight" in copied and "fc6.weight" in copied
+        new_up = target.upsamplers[-1]
         with torch.inference_mode():
             # The new skip scores zero, so the fused scores are the coarser net's, 2x upsampled.
             expected = getattr(target, new_up)(source.score(x))
             torch.testing.assert_close(target.score(x), expected, rtol=1e-12, atol=1e-12)
             # The final outputs differ only by how bilinear upsampling composes (2x then
             # 16x is not 32x: the interpolation nodes fall between the 2x samples).
-            agree = (target(x).argmax(1) == source(x).argmax(1)).double().mean()
-            assert agree > 0.9
+            before = source(x).argmax(1)
+            agree = (target(x).argmax(1) == before).double().mean().item()
+        assert agree >= threshold, f"{size}: {agree:.4f}"
+        assert size == (1, 1) or before.unique().numel() > 1  # not one class everywhere
     # Once the new skip learns something, the scores differ.
     randomize_scores(target, std=0.1)
     with torch.inference_mode():
