@@ -5,6 +5,8 @@ functional ops: pad 100 on conv1_1, ceil-mode pooling, dense C x C fixed bilinea
 deconvolutions, and crops at the offsets printed in the reference prototxts.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -124,27 +126,68 @@ def test_at_once_skips_are_scaled():
         assert (model(x) - unscaled).abs().max() > 1e-3 * unscaled.abs().max()
 
 
+def efficient_shapes(h, w, skips):
+    """Every map's (H, W) in the efficient geometry, from arithmetic alone: 'same'
+    convolutions keep the size, ceil-mode pooling halves it rounding up, a 2x
+    upsampling (kernel 4, stride 2) of n is 2n + 2, the final one (kernel 2s, stride s) sn + s."""
+    pool = {k: (math.ceil(h / 2**k), math.ceil(w / 2**k)) for k in range(1, 6)}
+    up2 = lambda n: (2 * n[0] + 2, 2 * n[1] + 2)  # noqa: E731
+    shapes = {f"pool{k}": pool[k] for k in pool}
+    shapes |= {name: pool[5] for name in ("fc6", "relu6", "drop6", "fc7", "relu7", "drop7")}
+    shapes["score_fr"] = pool[5]
+    if not skips:
+        return shapes | {"upscore": (32 * pool[5][0] + 32, 32 * pool[5][1] + 32)}
+    shapes |= {"upscore2": up2(pool[5]), "score_pool4": pool[4]}
+    shapes |= {"upscore_pool4": up2(pool[4]), "score_pool3": pool[3]}
+    return shapes | {"upscore8": (8 * pool[3][0] + 8, 8 * pool[3][1] + 8)}
+
+
 def efficient_vgg_fcn(s, x, num_classes, skips):
     """The efficient geometry written out: conv1_1 pads 1, fc6 pads 3; crops derived by hand
-    (32s: 16; 8s: upscore2 by 1, upscore_pool4 by 1, upscore8 by 4)."""
+    (32s: 16; 8s: upscore2 by 1, upscore_pool4 by 1, upscore8 by 4). Every map's size is
+    checked against :func:`efficient_shapes`."""
     h, w = x.shape[-2:]
+    shapes = efficient_shapes(h, w, skips)
+
+    def sized(name, t):
+        assert tuple(t.shape[-2:]) == shapes[name], name
+        return t
+
     pools, y = [], x
-    for block in VGG_BLOCKS:
+    for k, block in enumerate(VGG_BLOCKS, 1):
         for i in block:
             y = F.relu(conv(s, f"features.{i}", y, padding=1))
-        y = F.max_pool2d(y, 2, 2, ceil_mode=True)
+        y = sized(f"pool{k}", F.max_pool2d(y, 2, 2, ceil_mode=True))
         pools.append(y)
-    y = F.relu(conv(s, "fc7", F.relu(conv(s, "fc6", y, padding=3))))
-    score = conv(s, "score_fr", y)
+    y = F.relu(sized("fc6", conv(s, "fc6", y, padding=3)))
+    y = F.relu(sized("fc7", conv(s, "fc7", y)))
+    score = sized("score_fr", conv(s, "score_fr", y))
     if not skips:
-        up = F.conv_transpose2d(score, dense_bilinear(num_classes, 64), stride=32)
+        up = sized("upscore", F.conv_transpose2d(score, dense_bilinear(num_classes, 64), stride=32))
         return crop(up, 16, h, w)
-    for tap in (pools[3], pools[2]):
-        skip = conv(s, f"score_pool{4 if tap is pools[3] else 3}", tap)
+    for tap, up_name in ((4, "upscore2"), (3, "upscore_pool4")):
+        skip = sized(f"score_pool{tap}", conv(s, f"score_pool{tap}", pools[tap - 1]))
         up = F.conv_transpose2d(score, dense_bilinear(num_classes, 4), stride=2)
-        score = crop(up, 1, *skip.shape[-2:]) + skip
-    up = F.conv_transpose2d(score, dense_bilinear(num_classes, 16), stride=8)
+        score = crop(sized(up_name, up), 1, *skip.shape[-2:]) + skip
+    up = sized("upscore8", F.conv_transpose2d(score, dense_bilinear(num_classes, 16), stride=8))
     return crop(up, 4, h, w)
+
+
+def map_shapes(model, x):
+    """(H, W) of every named map ``model`` computes on ``x`` (forward hooks); the pooling
+    layers as pool1..pool5 in order."""
+    names = {m: name for name, m in model.named_children() if name != "features"}
+    pools = [m for m in model.features if isinstance(m, torch.nn.MaxPool2d)]
+    names |= {m: f"pool{k}" for k, m in enumerate(pools, 1)}
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda m, i, out: shapes.__setitem__(names[m], out.shape))
+             for m in names]  # fmt: skip
+    try:
+        out = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, {name: tuple(shape[-2:]) for name, shape in shapes.items()}
 
 
 @pytest.mark.parametrize("name,skips", [("fcn32s", 0), ("fcn8s", 2)])
@@ -153,7 +196,13 @@ def test_efficient_geometry_matches_hand_derivation(name, skips, size):
     model = randomize_scores(fcnseg.build_model(name, 3, width=0.25, pad=1)).double().eval()
     x = torch.randn(1, 3, *size, dtype=torch.float64)
     with torch.inference_mode():
-        assert_relative_close(model(x), efficient_vgg_fcn(model.state_dict(), x, 3, skips))
+        out, shapes = map_shapes(model, x)
+        assert_relative_close(out, efficient_vgg_fcn(model.state_dict(), x, 3, skips))
+    assert out.shape == (1, 3, *size)
+    # Every map the model computes (the final upsampling crops as it goes: not hooked).
+    expected = efficient_shapes(*size, skips)
+    assert shapes == {k: v for k, v in expected.items() if not k.startswith("upscore") or
+                      k in model.upsamplers}  # fmt: skip
 
 
 def test_efficient_geometry_needs_odd_fc6():
