@@ -12,6 +12,7 @@ from fcnseg.cli import main
 from fcnseg.data.images import read_label
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
+from tests.cli.replay import folder_dataset
 from tests.conftest import randomize_scores
 from tests.data.test_images import write_blank_png
 
@@ -164,3 +165,18 @@ def test_predict_is_argmax_of_model_of_normalized_image(checkpoint, tmp_path, ca
     out = tmp_path / "out"
     assert predict(tmp_path / "random.pt", str(tmp_path / "photos"), "--out", str(out)) == 0
     assert (read_label(out / "p.png") == expected).mean() > 0.999
+
+
+def test_dataset_predictions_never_land_among_its_files(checkpoint, tmp_path, capsys):
+    root = folder_dataset(tmp_path / "data", 4)
+    before = digest(root)
+    base = ["--dataset", "folder", "--data-root", str(root), "--split", "all",
+            "--allow-class-mismatch"]  # fmt: skip
+    for folder in ("images", "masks"):
+        assert predict(checkpoint, *base, "--out", str(root / folder), "--overwrite") == 2
+        assert "apart from the inputs" in one_line_error(capsys)
+    assert digest(root) == before
+    assert predict(checkpoint, *base, "--out", str(tmp_path / "out"), "--no-overlay") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        f"{i:03d}.png" for i in range(4)
+    ]

@@ -98,6 +98,14 @@ def check_plan(plan: Sequence[Planned], inputs: Iterable[Path], overwrite: bool)
             inputs, or that is an input (through a link too); an output that exists
             already, unless ``overwrite``.
     """
+    inputs = list(inputs)
+    outputs = _one_source_each(plan)
+    _refuse_input_folders(outputs, inputs)
+    _refuse_existing(outputs, inputs, overwrite)
+
+
+def _one_source_each(plan: Sequence[Planned]) -> list[Path]:
+    """Every planned file, each checked to come from one input only."""
     owner: dict[Path, str] = {}
     for item in plan:
         for path in item.files:
@@ -107,22 +115,29 @@ def check_plan(plan: Sequence[Planned], inputs: Iterable[Path], overwrite: bool)
                     "rename one of them (or pass --no-overlay)"
                 )
             owner[path] = item.source
-    inputs = list(inputs)
+    return list(owner)
+
+
+def _refuse_input_folders(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
     folders = {os.path.realpath(p.parent): p for p in inputs}
-    for folder in {path.parent for path in owner}:
+    for folder in dict.fromkeys(path.parent for path in outputs):
         if os.path.realpath(folder) in folders:
             raise ConfigError(
                 f"--out: {folder} holds the input {folders[os.path.realpath(folder)]}; "
                 "write the predictions to a folder apart from the inputs"
             )
+
+
+def _refuse_existing(outputs: Sequence[Path], inputs: Sequence[Path], overwrite: bool) -> None:
+    """An input under another name (a link) never; other existing files with ``overwrite``."""
+    existing = [path for path in outputs if os.path.lexists(path)]
     input_files = {_identity(p) for p in inputs}
-    existing = [path for path in owner if path.exists()]
     for path in existing:
-        if _identity(path) in input_files:
+        if path.exists() and _identity(path) in input_files:
             raise ConfigError(f"--out: {path} is an input (or a link to one); inputs are kept")
     if existing and not overwrite:
         raise ConfigError(
-            f"--out: {existing[0]} exists ({len(existing)} of the {len(owner)} output files "
+            f"--out: {existing[0]} exists ({len(existing)} of the {len(outputs)} output files "
             "do); pass --overwrite to replace them, or choose another folder"
         )
 
