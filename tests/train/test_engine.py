@@ -1,7 +1,7 @@
 import json
 import math
-import os
-import signal
+import random
+import shutil
 import subprocess
 import sys
 import time
@@ -9,7 +9,9 @@ import time
 import pytest
 import torch
 
-from fcnseg.train.checkpoint import load_checkpoint, save_checkpoint
+import fcnseg.train.engine as engine
+from fcnseg.data.synthetic import SyntheticDataset
+from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.engine import StreamSampler, lr_factor, train
 from fcnseg.train.recipes import RECIPES, get_recipe
@@ -20,25 +22,143 @@ TINY = TrainConfig(
 )  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _small_val(monkeypatch):
+    """10 validation scenes instead of 100: evaluation is most of a tiny run's time."""
+    monkeypatch.setitem(SyntheticDataset.SIZES, "val", 10)
+
+
 def weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_resume_is_exact(tmp_path):
-    train(TINY, tmp_path / "full", progress=False)
-    train(TINY, tmp_path / "split", progress=False, stop_after=3)
-    assert load_checkpoint(tmp_path / "split" / "last.pt")["iteration"] == 3
-    train(TINY, tmp_path / "split", progress=False, resume=True)
-    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "split" / "last.pt")
+def assert_same_weights(a, b, **tolerance):
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.equal(a[k], b[k]), k
-    logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").open()]
-    assert [r["iteration"] for r in logged if "loss" in r] == [1, 2, 3, 4, 5, 6]
+        torch.testing.assert_close(a[k], b[k], msg=k, **tolerance)
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").open()]
+
+
+def logged(out, kind):
+    """The iterations of the ``kind`` records ("loss" or "eval") in ``out/metrics.jsonl``."""
+    return [r["iteration"] for r in records(out) if kind in r]
+
+
+def test_resume_is_exact_and_logs_each_iteration_once(tmp_path):
+    """With dropout and batch norm on; a run stopped between a log line and its
+    checkpoint logs the iterations after the checkpoint again, and only once."""
+    rng = torch.get_rng_state(), random.getstate()
+    train(TINY, tmp_path / "full", progress=False)
+    # The run uses its own seeds: the caller's RNGs are as they were.
+    assert torch.equal(torch.get_rng_state(), rng[0]) and random.getstate() == rng[1]
+    split = tmp_path / "split"
+    train(TINY.replace(eval_every=2), split, progress=False, stop_after=2)
+    at_two = split / "at_two.pt"
+    shutil.copy(split / "last.pt", at_two)
+    train(TINY.replace(eval_every=2), split, progress=False, stop_after=4, resume=True)
+    # Killed after logging iterations 3 and 4 but before last.pt was replaced:
+    shutil.copy(at_two, split / "last.pt")
+    assert logged(split, "loss") == [1, 2, 3, 4]
+    train(TINY.replace(eval_every=2), split, progress=False, resume=True)
+    assert_same_weights(weights(tmp_path / "full" / "last.pt"), weights(split / "last.pt"),
+                        rtol=0, atol=0)  # fmt: skip
+    assert logged(split, "loss") == [1, 2, 3, 4, 5, 6]
+    assert logged(split, "eval") == [2, 4, 6]
     # The stop really changed something: a run with another seed differs.
     train(TINY.replace(seed=1), tmp_path / "other", progress=False)
-    c = weights(tmp_path / "other" / "last.pt")
+    a, c = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "other" / "last.pt")
     assert not torch.equal(a["fc6.weight"], c["fc6.weight"])
+
+
+def test_dropout_masks_follow_the_sample_not_the_batch():
+    """SampleDropout: a sample's mask depends on its seed only, differs between seeds
+    and layers, and keeps the expected share of units."""
+    import fcnseg
+
+    model = fcnseg.build_model("fcn32s", 3, width=0.0625, dropout=0.5).train()
+    x = torch.rand(3, 64, 5, 5) + 1  # positive: every zero is a dropped unit
+    seeds = torch.tensor([11, 12, 11])
+    y = model.drop6(x, seeds)
+    kept = y != 0
+    assert torch.equal(kept[0], kept[2]) and not torch.equal(kept[0], kept[1])
+    assert torch.equal(model.drop6(x[1:2], seeds[1:2]), y[1:2])  # alone or in a batch
+    assert not torch.equal(model.drop7(x, seeds) != 0, kept)  # the layers draw different masks
+    assert 0.45 < kept.float().mean().item() < 0.55
+    torch.testing.assert_close(y[y != 0], (2 * x)[y != 0])  # survivors scaled by 1 / (1 - p)
+    assert torch.equal(model.eval().drop6(x, seeds), x)
+
+
+def test_accumulation_equals_a_larger_batch(tmp_path):
+    """accumulate x batch_size images per update, with normalize_loss the mean over all
+    their valid pixels (small crops pad with void, so the micro-batches' pixel counts
+    differ), without it their sum: both the same update as one batch of all of them."""
+    base = TINY.replace(batch_norm=False, scale=(0.3, 0.5), iterations=3, lr=0.05)
+    for i, cfg in enumerate([base, base.replace(normalize_loss=False, lr=2e-5)]):
+        train(cfg.replace(batch_size=4), tmp_path / f"one{i}", progress=False)
+        train(cfg.replace(batch_size=2, accumulate=2), tmp_path / f"acc{i}", progress=False)
+        a, b = weights(tmp_path / f"one{i}" / "last.pt"), weights(tmp_path / f"acc{i}" / "last.pt")
+        assert not torch.equal(a["score_fr.weight"], torch.zeros_like(a["score_fr.weight"]))
+        assert_same_weights(a, b, rtol=1e-4, atol=1e-6)
+        losses = [[r["loss"] for r in records(tmp_path / f"{run}{i}") if "loss" in r]
+                  for run in ("one", "acc")]  # fmt: skip
+        assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_workers_resume_exactly(tmp_path):
+    """Decoding in worker processes changes nothing: the samples carry their seeds."""
+    cfg = TINY.replace(iterations=4)
+    train(cfg, tmp_path / "inline", progress=False)
+    train(cfg.replace(workers=2), tmp_path / "workers", progress=False, stop_after=2)
+    train(cfg.replace(workers=1), tmp_path / "workers", progress=False, resume=True)
+    assert_same_weights(weights(tmp_path / "inline" / "last.pt"),
+                        weights(tmp_path / "workers" / "last.pt"), rtol=0, atol=0)  # fmt: skip
+
+
+def _hooked(monkeypatch, edit):
+    """Make the engine's model builder apply ``edit`` to each model it builds."""
+    build = engine.make_model
+
+    def make_model(cfg, num_classes):
+        model = build(cfg, num_classes)
+        edit(model)
+        return model
+
+    monkeypatch.setattr(engine, "make_model", make_model)
+
+
+def test_bf16_training_computes_in_bf16(tmp_path, monkeypatch):
+    seen = []
+
+    def record_fc6(model):
+        def hook(module, args, out):
+            seen.append((model.training, out.dtype))
+
+        model.fc6.register_forward_hook(hook)
+
+    _hooked(monkeypatch, record_fc6)
+    cfg = TINY.replace(precision="bf16", channels_last=True, iterations=2, batch_norm=False)
+    result = train(cfg, tmp_path, progress=False)
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert 0 <= result["mean_iu"] <= 1
+    assert all(math.isfinite(r["loss"]) for r in records(tmp_path) if "loss" in r)
+    assert load_checkpoint(tmp_path / "last.pt")["model"]["fc6.weight"].dtype == torch.float32
+
+
+def test_collapsed_predictions_warn(tmp_path, monkeypatch, capsys):
+    def predict_background(model):
+        with torch.no_grad():
+            model.score_fr.bias[0] = 1e4
+
+    _hooked(monkeypatch, predict_background)
+    cfg = TINY.replace(iterations=1, lr=1e-9, eval_every=1)
+    result = train(cfg, tmp_path, progress=False)
+    assert result["per_class_iu"][1:] == [0.0] * 4
+    assert "predictions collapsed: 100% of pixels are class 0" in result["warning"]
+    assert "warning: predictions collapsed" in capsys.readouterr().out
+    assert records(tmp_path)[-1]["eval"]["warning"] == result["warning"]
 
 
 def test_stream_sampler_resumes_anywhere():
@@ -56,40 +176,13 @@ def test_lr_schedules():
     assert lr_factor(cfg.replace(schedule="fixed"), 50) == 1.0
 
 
-WRITER = """
-import sys, torch
-from fcnseg.train.checkpoint import save_checkpoint
-i = 0
-while True:
-    t = torch.full((2_000_000,), float(i))
-    save_checkpoint({"model": {"w": t}, "model_config": {}, "i": i}, sys.argv[1])
-    i += 1
-"""
-
-
-def test_kill_during_checkpoint_write_leaves_a_good_file(tmp_path):
-    path = tmp_path / "last.pt"
-    for delay in (0.3, 0.55, 0.8, 1.1):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
-        deadline = time.time() + 60
-        while not path.exists() and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(delay)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        ckpt = load_checkpoint(path)
-        assert torch.equal(ckpt["model"]["w"], torch.full((2_000_000,), float(ckpt["i"])))
-    leftovers = [p for p in tmp_path.iterdir() if p.name != "last.pt"]
-    assert all(p.name.startswith(".last.pt.") for p in leftovers)  # torn temp files only
-
-
 def test_killed_training_resumes(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fcnseg", "train", "--recipe", "synthetic-demo", "--out",
-           str(out), "--width", "0.0625", "--crop", "48", "--batch-size", "2",
-           "--quiet"]  # fmt: skip
+    cmd = [sys.executable, "-m", "fcnseg", "train", "--out", str(out)]
+    tiny = ["--width", "0.0625", "--crop", "48", "--batch-size", "2", "--quiet"]
     # Checkpoints are written at evaluations: evaluate at every step, kill in the middle.
-    proc = subprocess.Popen([*cmd, "--iterations", "400", "--eval-every", "1"])
+    proc = subprocess.Popen([*cmd, *tiny, "--iterations", "400", "--eval-every", "1",
+                             "--log-every", "1"])  # fmt: skip
     deadline = time.time() + 120
     while not (out / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -98,10 +191,12 @@ def test_killed_training_resumes(tmp_path):
     proc.wait()
     done = load_checkpoint(out / "last.pt")["iteration"]
     assert done >= 1
-    more = ["--iterations", str(done + 2), "--eval-every", "1000000", "--resume"]
+    # The run's config.json gives every other flag.
+    more = ["--iterations", str(done + 2), "--eval-every", "1000000", "--resume", "--quiet"]
     resumed = subprocess.run([*cmd, *more], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(out / "last.pt")["iteration"] == done + 2
+    assert logged(out, "loss") == list(range(1, done + 3))  # each once, wherever the kill fell
 
 
 def test_recipes_state_loss_and_lr():
@@ -114,19 +209,6 @@ def test_recipes_state_loss_and_lr():
     assert cfg == get_recipe("camvid-fcn8s")
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("nope")
-
-
-def test_checkpoint_roundtrip(tmp_path):
-    save_checkpoint({"model": {"a": torch.ones(2)}, "model_config": {"x": 1}}, tmp_path / "c.pt")
-    assert torch.equal(load_checkpoint(tmp_path / "c.pt")["model"]["a"], torch.ones(2))
-
-
-def test_mixed_precision_training_runs(tmp_path):
-    result = train(TINY.replace(precision="bf16", channels_last=True, iterations=2), tmp_path,
-                   progress=False)  # fmt: skip
-    assert 0 <= result["mean_iu"] <= 1
-    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
-    assert all(math.isfinite(r["loss"]) for r in logged if "loss" in r)
 
 
 def test_batched_evaluation_equals_one_image_at_a_time():
