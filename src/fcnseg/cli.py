@@ -30,9 +30,10 @@ FIELD_HELP = {
     "pad": "input padding of conv1 (100 as the reference)",
     "backbone_weights": "'imagenet' (torchvision's file) or a local state_dict path; "
     "none: from scratch",
-    "init_from": "checkpoint of a coarser FCN to start from (staged training)",
+    "init_from": "checkpoint of a coarser FCN to start from (staged training); "
+    "none: the backbone weights",
     "dataset": "dataset name (fcnseg datasets)",
-    "data_root": "dataset folder",
+    "data_root": "dataset folder; none: no folder (the synthetic dataset)",
     "train_split": "split to train on",
     "val_split": "split to validate on",
     "val_dataset": "dataset to validate on; none: the training dataset",

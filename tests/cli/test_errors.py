@@ -100,3 +100,5 @@ def test_help_explains_every_option(command, capsys):
 def test_every_config_field_has_help():
     assert set(cli.FIELD_HELP) == set(FIELD_TYPES)
     assert all(text.strip() for text in cli.FIELD_HELP.values())
+    optional = [name for name, (_, may_be_none) in FIELD_TYPES.items() if may_be_none]
+    assert optional and all("none:" in cli.FIELD_HELP[name] for name in optional)
