@@ -374,7 +374,11 @@ def _wrap(model: nn.Module, cfg: TrainConfig, ctx: Context) -> nn.Module:
 
 
 def _restore(t: _Trainer, ckpt: dict) -> None:
-    t.model.load_state_dict(ckpt["model"])
+    try:
+        t.model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # only after --force: the run's weights fit the old model
+        problem = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise ConfigError(f"last.pt does not fit the changed model: {problem}") from None
     t.optimizer.load_state_dict(ckpt["optimizer"])
     t.scheduler.load_state_dict(ckpt["scheduler"])
     if t.scaler.is_enabled() and ckpt.get("scaler"):  # fp16 before and now
