@@ -13,8 +13,8 @@ from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.engine import evaluate, train
 from fcnseg.train.recipes import get_recipe
 
-ARGS = {  # no batch norm (per-rank statistics on CPU) and no dropout (per-rank masks)
-    "width": 0.0625, "batch_norm": False, "dropout": 0.0, "crop": 48, "batch_size": 4,
+ARGS = {  # no batch norm (per-rank statistics on CPU); dropout on: its masks follow the samples
+    "width": 0.0625, "batch_norm": False, "dropout": 0.5, "crop": 48, "batch_size": 4,
     "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "fixed", "warmup": 0,
     "eval_every": 1000, "log_every": 1,
 }  # fmt: skip
@@ -53,6 +53,7 @@ def single(tmp_path_factory):
 
 
 def test_two_ranks_equal_one_process(single, tmp_path):
+    """With dropout 0.5: each sample draws its masks from its own seed on any rank."""
     torchrun(tmp_path, 2, *cli_args(iterations=4))
     ddp = load_checkpoint(tmp_path / "last.pt")
     assert ddp["iteration"] == 4
@@ -106,3 +107,18 @@ def test_one_failing_rank_stops_the_job(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0
     assert "y.png: cannot read image" in result.stderr
+
+
+def test_train_leaves_the_callers_process_group(tmp_path):
+    """A group the caller created stays usable after training (only what train joined
+    itself, it leaves)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        cfg = get_recipe("synthetic-demo").replace(**{**ARGS, "batch_size": 2}, iterations=1)
+        train(cfg, tmp_path, progress=False)
+        assert dist.is_initialized()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
