@@ -107,14 +107,27 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a recipe into a new run folder, or ``--resume`` the run in one: then the
+    base config is the run's ``config.json`` and the flags given change only their fields."""
     from fcnseg.train.engine import train
+    from fcnseg.train.run import RunFolder
 
-    cfg = _config_from_args(args)
     out = Path(args.out or f"runs/{args.recipe}")
-    print(f"recipe {args.recipe}: {cfg.model} on {cfg.dataset}, lr {cfg.lr:g} with "
-          f"{'mean' if cfg.normalize_loss else 'summed (unnormalised)'} loss -> {out}")  # fmt: skip
+    if args.resume:
+        cfg = RunFolder(out).saved_config().replace(**_config_overrides(args))
+        print(f"resuming {out}: {cfg.model} on {cfg.dataset} to iteration {cfg.iterations}")
+    else:
+        cfg = _config_from_args(args)
+        loss = "mean" if cfg.normalize_loss else "summed (unnormalised)"
+        print(f"recipe {args.recipe}: {cfg.model} on {cfg.dataset}, lr {cfg.lr:g} with {loss} "
+              f"loss -> {out}")  # fmt: skip
     tic = time.time()
-    result = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    result = train(cfg, out, resume=args.resume, overwrite=args.overwrite, force=args.force,
+                   progress=not args.quiet)  # fmt: skip
+    if result["trained"] == 0:
+        print(f"{out}: the run already finished at iteration {result['iteration']}; nothing "
+              "to do (give a larger --iterations to train on)")  # fmt: skip
+        return 0
     print(f"done in {time.time() - tic:.0f} s: val mean IU {result['mean_iu']:.4f} "
           f"(best {result['best_mean_iu']:.4f}); checkpoints in {out}")  # fmt: skip
     return 0
@@ -322,8 +335,17 @@ def _add_train(sub) -> None:
                        "every recipe field can be overridden.")  # fmt: skip
     p.add_argument("--recipe", default="synthetic-demo", choices=list(RECIPES),
                    help="preset to start from (default: synthetic-demo)")  # fmt: skip
-    p.add_argument("--out", help="run folder (default: runs/<recipe>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--out", help="run folder (default: runs/<recipe>); one that holds a run "
+                   "needs --resume or --overwrite")  # fmt: skip
+    resume = (
+        "continue the run in --out from its last.pt, with its config.json; the flags given "
+        "change only their fields (model, data, optimisation: --force)"
+    )
+    p.add_argument("--resume", action="store_true", help=resume)
+    overwrite = "replace the run in --out (its files go once this run starts to write)"
+    p.add_argument("--overwrite", action="store_true", help=overwrite)
+    force = "with --resume: accept changed model, data or optimisation fields (mixes two runs)"
+    p.add_argument("--force", action="store_true", help=force)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(p)
     p.set_defaults(func=cmd_train)
