@@ -44,7 +44,8 @@ FIELD_HELP = {
     "scale": "random scale range, two numbers",
     "flip": "random horizontal flips",
     "batch_size": "images per step, over all processes (per rank: batch_size / world size)",
-    "accumulate": "steps of gradient accumulation per update",
+    "accumulate": "batches per update (gradient accumulation): one update is that of a batch of "
+    "accumulate x batch_size images (mean or summed loss over all of them)",
     "workers": "data loader worker processes",
     "iterations": "parameter updates in all",
     "optimizer": "'sgd' or 'adamw'",
