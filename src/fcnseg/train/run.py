@@ -86,7 +86,9 @@ class RunFolder:
     def lock(self) -> Iterator[RunFolder]:
         """Hold ``<path>/.lock`` (creating the folder) for the ``with`` block.
 
-        A second run into the folder stops with one line naming the holder's pid.
+        A second run into the folder stops with one line naming the holder's pid,
+        which the lock file holds while the lock is held (and only then: a run
+        that stops before :meth:`start` leaves the folder byte for byte as it was).
         If the folder was created here and the run stopped before :meth:`start`,
         it is removed again.
 
@@ -97,25 +99,29 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise RunError(
-                    f"{self.path} is in use by another training run (pid {holder}): "
-                    "wait for it to end or choose another --out"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._acquire(fd)
             try:
                 yield self
             finally:
+                os.ftruncate(fd, 0)
                 if created and not self.started:
                     (self.path / LOCK).unlink(missing_ok=True)
                     with suppress(OSError):  # not empty after all: leave it
                         self.path.rmdir()
         finally:
             os.close(fd)  # releases the flock
+
+    def _acquire(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunError(
+                f"{self.path} is in use by another training run (pid {holder}): "
+                "wait for it to end or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)  # a killed run's pid may still be there
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def saved_config(self) -> TrainConfig:
         """The run's ``config.json``.
