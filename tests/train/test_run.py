@@ -50,6 +50,7 @@ def test_a_run_folder_is_reused_only_when_asked(tmp_path):
     train(TINY, out, progress=False)
     before = snapshot(out)
     assert {"config.json", "metrics.jsonl", "last.pt", "best.pt", ".lock"} == set(before)
+    assert before[".lock"] == b""  # the pid is there only while a run holds the lock
     with pytest.raises(RunError, match="holds a run .*--resume to continue it, --overwrite"):
         train(TINY.replace(lr=0.1), out, progress=False)
     assert snapshot(out) == before
