@@ -180,15 +180,19 @@ def evaluate(
         flush()
     model.train(was_training)
     cm.all_reduce()
-    metrics = cm.compute()
-    truth = cm.mat.sum(1)
-    if cm.dominant_fraction() > COLLAPSE_SHARE and (truth > 0).sum() > 1:
-        cls = int(cm.mat.sum(0).argmax())
-        metrics["warning"] = (
-            f"predictions collapsed: {cm.dominant_fraction():.0%} of pixels are class {cls}. "
-            "Check the lr against the loss normalisation (README: 'Loss and learning rate')."
-        )
-    return metrics
+    warning = _collapse_warning(cm)
+    return {**cm.compute(), **({"warning": warning} if warning else {})}
+
+
+def _collapse_warning(cm: ConfusionMatrix) -> str | None:
+    """A warning when nearly every pixel is predicted as one class though the truth has several."""
+    if cm.dominant_fraction() <= COLLAPSE_SHARE or (cm.mat.sum(1) > 0).sum() <= 1:
+        return None
+    cls = int(cm.mat.sum(0).argmax())
+    return (
+        f"predictions collapsed: {cm.dominant_fraction():.0%} of pixels are class {cls}. "
+        "Check the lr against the loss normalisation (README: 'Loss and learning rate')."
+    )
 
 
 def json_safe(obj):
