@@ -17,9 +17,9 @@ $(BIN)/fcnseg: pyproject.toml
 setup: $(BIN)/fcnseg
 
 demo: setup
-	$(BIN)/fcnseg train --recipe synthetic-demo --out $(RUN_DIR)
+	$(BIN)/fcnseg train --recipe synthetic-demo --out $(RUN_DIR) --overwrite
 	$(BIN)/fcnseg eval $(RUN_DIR)/best.pt --json $(RUN_DIR)/eval.json
-	$(BIN)/fcnseg predict $(RUN_DIR)/best.pt --dataset synthetic --split val --limit 6 --out $(RUN_DIR)/predictions
+	$(BIN)/fcnseg predict $(RUN_DIR)/best.pt --dataset synthetic --split val --limit 6 --out $(RUN_DIR)/predictions --overwrite
 
 lint: setup
 	$(BIN)/ruff check src tests bench
