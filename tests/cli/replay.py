@@ -4,10 +4,11 @@ Each case runs ``python -m fcnseg ...`` in a fresh folder and checks what a user
 would see: the exit code, one line on stderr naming the flag or file (never a
 traceback), and that none of the user's files changed. Run it alone::
 
-    python tests/cli/replay.py            # every case, a line each
+    python tests/cli/replay.py            # every case, a line each (from the repo root)
     python tests/cli/replay.py onnx-cache # some cases
 
-``tests/cli/test_replay.py`` runs the same cases under pytest.
+``tests/cli/test_replay.py`` runs the same cases under pytest. Case 2.11 (dropout
+across ranks) needs torchrun: ``tests/train/test_distributed.py`` covers it.
 """
 
 from __future__ import annotations
@@ -288,6 +289,21 @@ def _(tmp: Path) -> None:
                    "run", cwd=tmp), "val")  # fmt: skip
 
 
+# 2.10 the VOC recipes: train on SBD, validate on VOC2011's seg11valid (two roots).
+@case("voc-recipe-two-roots")
+def _(tmp: Path) -> None:
+    from tests.data.test_voc import sbd_tree, voc_tree
+
+    sbd, voc = sbd_tree(tmp / "benchmark_RELEASE" / "dataset"), voc_tree(tmp / "VOC2011")
+    args = ["train", "--recipe", "voc-fcn32s", "--data-root", str(sbd), "--backbone-weights",
+            "none", "--width", "0.0625", "--iterations", "1", "--quiet"]  # fmt: skip
+    refused(fcnseg(*args, "--out", "run", cwd=tmp), "--val-root")
+    ok(fcnseg(*args, "--val-root", str(voc), "--out", "run", cwd=tmp))
+    result = ok(fcnseg("eval", "run/best.pt", cwd=tmp))
+    if "voc/seg11valid: 3 images" not in result.stdout:
+        raise Failed(f"not validated on VOC2011 seg11valid: {result.stdout}")
+
+
 def run_case(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         CASES[name](Path(tmp))
@@ -308,4 +324,5 @@ def main(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.data fixtures
     sys.exit(main(sys.argv[1:]))

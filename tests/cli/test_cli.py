@@ -77,7 +77,8 @@ def test_user_errors_are_one_line(checkpoint, tmp_path, capsys):
     root = tmp_path / "mine"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    assert main(["train", "--dataset", "folder", "--data-root", str(root), *TINY]) == 2
+    assert main(["train", "--dataset", "folder", "--data-root", str(root), *TINY,
+                 "--out", str(tmp_path / "run")]) == 2  # fmt: skip
     assert "classes.txt: classes file not found" in capsys.readouterr().err
     assert main(["eval", str(good)]) == 2
     assert "not a readable fcnseg checkpoint" in capsys.readouterr().err
