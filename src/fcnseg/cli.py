@@ -142,6 +142,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def format_table(metrics: dict, classes: tuple[str, ...]) -> str:
     """The four metrics, then per-class IU and accuracy, in percent."""
     lines = [
@@ -213,6 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from fcnseg.data.transforms import eval_transform
     from fcnseg.deploy.inference import prepare_for_inference
+    from fcnseg.deploy.tta import with_tta
     from fcnseg.train.checkpoint import model_from_checkpoint
     from fcnseg.train.device import select_device
     from fcnseg.train.engine import evaluate, json_safe
@@ -224,6 +233,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))
     names = class_names(tuple(ckpt["dataset"]["classes"]), dataset.info.classes)
     model = prepare_for_inference(model, device, torch.float32, args.channels_last)
+    model = with_tta(model, **_tta(args))
     tic = time.time()
     metrics = evaluate(model, dataset, len(names), device,
                        batch_size=args.batch_size, channels_last=args.channels_last)  # fmt: skip
@@ -259,6 +269,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         compile=args.compile,
         channels_last=args.channels_last,
         batch_size=args.batch_size,
+        **_tta(args),
     )
     info = DatasetInfo(**seg.checkpoint["dataset"])
     if args.inputs:
@@ -364,6 +375,17 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="run on a dataset whose classes differ from the checkpoint's "
                    "(class indices mapped on purpose)")  # fmt: skip
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    p.add_argument("--tta", choices=("none", "flip"), default="none",
+                   help="test-time augmentation: flip averages each image's prediction "
+                   "with that of its left-right mirror")  # fmt: skip
+    p.add_argument("--tta-scales", type=positive_float, nargs="+", default=[1.0],
+                   metavar="S", help="also segment the image resized by these factors "
+                   "(e.g. 0.75 1 1.25) and average the probabilities at its own size")  # fmt: skip
+
+
+def _tta(args: argparse.Namespace) -> dict:
+    """The test-time augmentation ``--tta`` and ``--tta-scales`` ask for."""
+    return {"tta_flip": args.tta == "flip", "tta_scales": tuple(args.tta_scales)}
 
 
 def _add_eval(sub) -> None:

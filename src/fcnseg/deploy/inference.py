@@ -13,6 +13,7 @@ from PIL import Image
 from fcnseg.data.images import read_image, to_rgb
 from fcnseg.data.info import DataError
 from fcnseg.data.transforms import normalize_image
+from fcnseg.deploy.tta import with_tta
 from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
 from fcnseg.train.checkpoint import model_from_checkpoint
@@ -54,6 +55,9 @@ class Segmenter:
         channels_last: NHWC memory layout (default).
         normalization: how the weights expect pixels (``imagenet`` or ``caffe``).
         batch_size: most images per forward pass in :meth:`predict`.
+        tta_flip, tta_scales: test-time augmentation (:mod:`fcnseg.deploy.tta`):
+            probabilities averaged over the left-right mirror and these resize
+            factors; :meth:`logits` then returns their log.
 
     Example:
         >>> import fcnseg, numpy as np
@@ -72,19 +76,22 @@ class Segmenter:
         channels_last: bool = True,
         normalization: str = "imagenet",
         batch_size: int = 8,
+        tta_flip: bool = False,
+        tta_scales: Sequence[float] = (1.0,),
     ) -> None:
         self.device = select_device(device or "auto")
         self.normalization, self.batch_size = normalization, batch_size
         if not isinstance(model, torch.nn.Module):  # an ONNX model: runs as exported
             if precision not in ("auto", "fp32"):
                 raise ConfigError(f"--precision {precision}: the onnxruntime backend runs in fp32")
-            self.dtype, self.memory_format, self.model = torch.float32, None, model
-            return
-        self.dtype = resolve_precision(precision, self.device)
-        self.memory_format = memory_format(channels_last)
-        model = prepare_for_inference(model, self.device, self.dtype, channels_last)
-        mode = compile if isinstance(compile, str) else None
-        self.model = torch.compile(model, mode=mode) if compile else model
+            self.dtype, self.memory_format = torch.float32, None
+        else:
+            self.dtype = resolve_precision(precision, self.device)
+            self.memory_format = memory_format(channels_last)
+            model = prepare_for_inference(model, self.device, self.dtype, channels_last)
+            mode = compile if isinstance(compile, str) else None
+            model = torch.compile(model, mode=mode) if compile else model
+        self.model = with_tta(model, tta_flip=tta_flip, tta_scales=tta_scales)
 
     @classmethod
     def from_checkpoint(
