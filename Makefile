@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUN_DIR ?= runs/synthetic-demo
+# Apart from runs/synthetic-demo, where a plain `fcnseg train` writes: the demo replaces its own run.
+RUN_DIR ?= runs/demo
 
 .PHONY: demo test lint setup
 
