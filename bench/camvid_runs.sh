@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The CamVid runs reported in the README, on this machine's 2 CPU cores:
 #   bash bench/camvid_runs.sh main            # the camvid-fcn8s recipe (the README's result)
+#   bash bench/camvid_runs.sh heldout         # camvid-fcn8s-heldout: chosen and scored on
+#                                             # drive 0006R0, which it never trains on
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -33,6 +35,7 @@ timed() {  # name, then the train arguments
 
 case "${1:-main}" in
   main) timed camvid-fcn8s --recipe camvid-fcn8s ;;
+  heldout) timed camvid-fcn8s-heldout --recipe camvid-fcn8s-heldout ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")
@@ -41,5 +44,5 @@ case "${1:-main}" in
       timed "geometry-efficient-seed$seed" "${short[@]}" --pad 1 --seed "$seed"
       timed "geometry-faithful-seed$seed" "${short[@]}" --pad 100 --seed "$seed"
     done ;;
-  *) echo "usage: $0 main | geometry [iterations] [seed...]" >&2; exit 2 ;;
+  *) echo "usage: $0 main | heldout | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac
