@@ -20,7 +20,7 @@ from fcnseg.data.registry import DATASETS
 from fcnseg.errors import ConfigError, UserError
 from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, option_name
 from fcnseg.train.device import PRECISIONS
-from fcnseg.train.recipes import RECIPES, get_recipe
+from fcnseg.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 
 FIELD_HELP = {
     "model": "registered model (fcnseg models)",
@@ -104,7 +104,7 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The recipe with the command line's overrides; :class:`ConfigError` if a value is bad."""
-    return get_recipe(args.recipe).replace(**_config_overrides(args))
+    return get_recipe(args.recipe or DEFAULT_RECIPE).replace(**_config_overrides(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -113,14 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fcnseg.train.engine import train
     from fcnseg.train.run import RunFolder
 
-    out = Path(args.out or f"runs/{args.recipe}")
+    recipe = args.recipe or DEFAULT_RECIPE
+    out = Path(args.out or f"runs/{recipe}")
+    if args.resume and args.recipe is not None:
+        raise ConfigError(
+            f"--resume takes the run's own config.json: leave out --recipe (--resume --out {out})"
+        )
     if args.resume:
         cfg = RunFolder(out).saved_config().replace(**_config_overrides(args))
         print(f"resuming {out}: {cfg.model} on {cfg.dataset} to iteration {cfg.iterations}")
     else:
         cfg = _config_from_args(args)
         loss = "mean" if cfg.normalize_loss else "summed (unnormalised)"
-        print(f"recipe {args.recipe}: {cfg.model} on {cfg.dataset}, lr {cfg.lr:g} with {loss} "
+        print(f"recipe {recipe}: {cfg.model} on {cfg.dataset}, lr {cfg.lr:g} with {loss} "
               f"loss -> {out}")  # fmt: skip
     tic = time.time()
     result = train(cfg, out, resume=args.resume, overwrite=args.overwrite, force=args.force,
@@ -345,8 +350,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a recipe", description="Train a model from a recipe; "
                        "every recipe field can be overridden.")  # fmt: skip
-    p.add_argument("--recipe", default="synthetic-demo", choices=list(RECIPES),
-                   help="preset to start from (default: synthetic-demo)")  # fmt: skip
+    p.add_argument("--recipe", choices=list(RECIPES), help=f"preset to start from (default: "
+                   f"{DEFAULT_RECIPE}); not with --resume (the run's config.json)")  # fmt: skip
     p.add_argument("--out", help="run folder (default: runs/<recipe>); one that holds a run "
                    "needs --resume or --overwrite")  # fmt: skip
     resume = (

@@ -68,6 +68,11 @@ def test_resume_reads_the_run_config(tmp_path, capsys):
     assert "holds a run" in one_line_error(capsys)
     assert main(["train", "--resume", "--out", str(tmp_path / "none")]) == 2
     assert "config.json: not found" in one_line_error(capsys)
+    # A recipe would be ignored: refused, even the run's own.
+    for recipe in ("voc-fcn32s", "synthetic-demo"):
+        assert main(["train", "--resume", "--recipe", recipe, "--out", str(out),
+                     "--iterations", "8"]) == 2  # fmt: skip
+        assert one_line_error(capsys).endswith(f"leave out --recipe (--resume --out {out})")
     assert load_checkpoint(out / "last.pt")["iteration"] == 6
 
 

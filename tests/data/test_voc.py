@@ -150,3 +150,33 @@ def test_voc_recipe_trains_on_sbd_and_validates_on_voc_seg11valid(trees, tmp_pat
     assert f"voc/seg11valid: {len(SEG11VALID)} images" in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "m.json").read_text())
     assert evaluated["pixel_acc"] == ckpt["metrics"]["pixel_acc"]
+
+
+def test_staged_recipe_starts_from_the_coarser_run_and_resumes_without_it(
+    trees, tmp_path, monkeypatch, capsys
+):
+    """voc-fcn16s's default init_from, runs/voc-fcn32s/best.pt, read from the working
+    folder: its shared weights start as FCN-32s's. A resume needs only its own run."""
+    sbd, voc = trees
+    monkeypatch.chdir(tmp_path)
+    data = ["--data-root", str(sbd), "--val-root", str(voc), "--width", "0.0625", "--quiet"]
+    # Another seed than FCN-16s's: from scratch, the two would start alike.
+    assert main(["train", "--recipe", "voc-fcn32s", *data, "--backbone-weights", "none",
+                 "--seed", "5", "--iterations", "2", "--eval-every", "2"]) == 0  # fmt: skip
+    # An lr far below the weights' float32 resolution: the update leaves them as loaded.
+    still = ["--iterations", "1", "--eval-every", "1", "--lr", "1e-30"]
+    assert main(["train", "--recipe", "voc-fcn16s", *data, *still]) == 0, capsys.readouterr().err
+    cfg = json.loads((tmp_path / "runs/voc-fcn16s/config.json").read_text())
+    assert (cfg["init_from"], cfg["backbone_weights"]) == ("runs/voc-fcn32s/best.pt", None)
+    source = load_checkpoint(tmp_path / "runs/voc-fcn32s/best.pt")
+    target = load_checkpoint(tmp_path / "runs/voc-fcn16s/last.pt")
+    shared = [k for k in source["model"] if k in target["model"]]
+    assert "features.0.weight" in shared and "score_fr.weight" in shared
+    for k in shared:
+        torch.testing.assert_close(target["model"][k], source["model"][k], rtol=0, atol=1e-20)
+    assert target["metrics"]["pixel_acc"] == pytest.approx(source["metrics"]["pixel_acc"])
+    # The start file gone, the run still resumes: its checkpoint holds every weight.
+    (tmp_path / "runs/voc-fcn32s/best.pt").unlink()
+    resume = ["train", "--resume", "--out", "runs/voc-fcn16s", "--iterations", "2", "--quiet"]
+    assert main(resume) == 0, capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "runs/voc-fcn16s/last.pt")["iteration"] == 2

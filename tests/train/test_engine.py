@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+import fcnseg.train.config as config
 import fcnseg.train.engine as engine
 from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.train.checkpoint import load_checkpoint
@@ -121,8 +122,8 @@ def _hooked(monkeypatch, edit):
     """Make the engine's model builder apply ``edit`` to each model it builds."""
     build = engine.make_model
 
-    def make_model(cfg, num_classes):
-        model = build(cfg, num_classes)
+    def make_model(cfg, num_classes, *, pretrained=True):
+        model = build(cfg, num_classes, pretrained=pretrained)
         edit(model)
         return model
 
@@ -173,7 +174,24 @@ def test_lr_schedules():
     cfg = TrainConfig(iterations=100, warmup=10, schedule="poly", poly_power=1.0)
     assert lr_factor(cfg, 0) == pytest.approx(0.1)
     assert lr_factor(cfg, 50) == pytest.approx(0.5)
+    assert lr_factor(cfg.replace(poly_power=2.0), 50) == pytest.approx(0.25)
     assert lr_factor(cfg.replace(schedule="fixed"), 50) == 1.0
+
+
+def test_every_optimizer_and_schedule_the_config_allows_is_built():
+    """The config refuses other values; each allowed one has its builder."""
+    assert tuple(engine.OPTIMIZERS) == config.OPTIMIZERS
+    assert tuple(engine.SCHEDULES) == config.SCHEDULES
+    model = torch.nn.Conv2d(3, 2, 1)
+    sgd = engine.build_optimizer(model, TINY.replace(optimizer="sgd", momentum=0.7))
+    assert type(sgd) is torch.optim.SGD and sgd.defaults["momentum"] == 0.7
+    adamw = engine.build_optimizer(model, TINY.replace(optimizer="adamw", lr=0.03))
+    assert type(adamw) is torch.optim.AdamW
+    # Weights decay; the bias learns bias_lr_mult x faster and does not decay.
+    weight, bias = adamw.param_groups
+    assert weight["params"] == [model.weight] and bias["params"] == [model.bias]
+    assert (weight["lr"], bias["lr"]) == (0.03, 0.03 * TINY.bias_lr_mult)
+    assert (weight["weight_decay"], bias["weight_decay"]) == (TINY.weight_decay, 0.0)
 
 
 def test_killed_training_resumes(tmp_path):

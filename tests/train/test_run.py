@@ -127,3 +127,27 @@ def test_resume_refuses_a_changed_model(tmp_path):
     again = train(TINY, tmp_path, progress=False, resume=True)  # finished: nothing to do
     assert (again["iteration"], again["trained"]) == (2, 0)
     assert again["mean_iu"] == result["mean_iu"]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again(tmp_path):
+    """Killed after config.json and a loss line but before the first evaluation: neither
+    --resume nor a plain run can go on, and both say that --overwrite starts it again."""
+    run = RunFolder(tmp_path / "run")
+    run.start(TINY, 0)
+    run.log(iteration=1, loss=1.5)
+    before = snapshot(run.path)
+    for resume in (True, False):
+        with pytest.raises(RunError) as e:
+            train(TINY, run.path, progress=False, resume=resume)
+        assert "stopped before its first checkpoint (config.json, metrics.jsonl)" in str(e.value)
+        assert "--overwrite starts it again" in str(e.value) and "--resume" not in str(e.value)
+    assert snapshot(run.path) == {**before, ".lock": b""}
+    train(TINY, run.path, progress=False, overwrite=True)
+    assert load_checkpoint(run.last)["iteration"] == 2
+
+
+def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"^--precision fp16: .* use bf16 or fp32 on a CPU"):
+        train(TINY.replace(precision="fp16", device="cpu"), out, progress=False)
+    assert not out.exists()

@@ -53,7 +53,9 @@ class WeightsError(UserError, ValueError):
 
 
 def _numpy_data_types() -> list:
-    # numpy arrays are plain data too (checkpoints hold numpy's RNG state).
+    # numpy arrays are plain data too. Checkpoints written today hold none, but those
+    # written before the sample stream replaced the global RNGs hold numpy's RNG
+    # state (an array): they still load.
     core = getattr(np, "_core", None) or np.core
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 

@@ -40,7 +40,7 @@ from fcnseg.nets.surgery import init_from
 from fcnseg.nets.weights import read_state_dict
 from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig, build_train_set, build_val_set, resolve_normalization
-from fcnseg.train.device import memory_format
+from fcnseg.train.device import memory_format, resolve_precision
 from fcnseg.train.distributed import Context, all_reduce_sum, process_group
 from fcnseg.train.loss import loss_denominator, median_frequency_weights, pixel_loss
 from fcnseg.train.metrics import ConfusionMatrix
@@ -98,6 +98,19 @@ class Seeded(Dataset):
         return image, label, seed
 
 
+OPTIMIZERS: dict[str, Callable[[list[dict], TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr),
+}
+"""The optimiser of each ``optimizer`` value the config allows, from its parameter groups."""
+
+SCHEDULES: dict[str, Callable[[TrainConfig, int], float]] = {
+    "fixed": lambda cfg, iteration: 1.0,
+    "poly": lambda cfg, iteration: (1 - iteration / cfg.iterations) ** cfg.poly_power,
+}
+"""The lr multiplier after warm-up of each ``schedule`` value the config allows."""
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Weights decay; biases and norm parameters learn ``bias_lr_mult`` x faster, no decay."""
     weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -106,36 +119,35 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         {"params": weights, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
         {"params": others, "weight_decay": 0.0, "lr": cfg.lr * cfg.bias_lr_mult},
     ]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+    return OPTIMIZERS[cfg.optimizer](groups, cfg)
 
 
 def lr_factor(cfg: TrainConfig, iteration: int) -> float:
     """Multiplier of the base lr: linear warm-up, then fixed or poly decay."""
     if iteration < cfg.warmup:
         return (iteration + 1) / cfg.warmup
-    if cfg.schedule == "fixed":
-        return 1.0
-    if cfg.schedule == "poly":
-        return (1 - iteration / cfg.iterations) ** cfg.poly_power
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose fixed or poly")
+    return SCHEDULES[cfg.schedule](cfg, iteration)
 
 
-def make_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+def make_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool = True) -> nn.Module:
+    """The model ``cfg`` describes, for ``num_classes`` classes.
+
+    Args:
+        pretrained: load the starting weights (``backbone_weights``, then
+            ``init_from``). A resumed run leaves them out: its checkpoint replaces
+            every weight, and the files may have moved since (or need a download).
+    """
     model = build_model(
         cfg.model,
         num_classes,
-        backbone_weights=cfg.backbone_weights,
+        backbone_weights=cfg.backbone_weights if pretrained else None,
         learnable_upsampling=cfg.learnable_upsampling,
         batch_norm=cfg.batch_norm,
         width=cfg.width,
         pad=cfg.pad,
         dropout=cfg.dropout,
     )
-    if cfg.init_from:
+    if pretrained and cfg.init_from:
         init_from(model, read_state_dict(cfg.init_from))
     return model
 
@@ -234,7 +246,8 @@ def train(
     Raises:
         RunError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is
             given, another run holds it, or there is no checkpoint to resume.
-        ConfigError: a resume that would change the model or data.
+        ConfigError: a resume that would change the model or data; a batch the
+            ranks cannot share; fp16 on a CPU.
         DataError: bad training or validation data (every bad file named).
         FloatingPointError: the loss became NaN or infinite (the weights are left
             as at the last checkpoint).
@@ -243,7 +256,7 @@ def train(
     cfg = cfg.replace(normalization=resolve_normalization(cfg))
     run = RunFolder(out)
     with process_group(cfg.device) as ctx, run.lock() if ctx.is_main else nullcontext():
-        _check_batch(cfg, ctx)
+        _check_setup(cfg, ctx)
         if ctx.is_main:
             run.check(resume=resume, overwrite=overwrite)
         ckpt = _resume_point(run, cfg, force) if resume else None
@@ -254,8 +267,10 @@ def train(
         return _run(cfg, run, ctx, ckpt, end=end, progress=progress and ctx.is_main)
 
 
-def _check_batch(cfg: TrainConfig, ctx: Context) -> None:
-    """Refuse a global batch the ranks cannot share."""
+def _check_setup(cfg: TrainConfig, ctx: Context) -> None:
+    """Refuse a global batch the ranks cannot share, and a precision the device lacks
+    (fp16 on a CPU, as inference does)."""
+    resolve_precision(cfg.precision, ctx.device)
     if cfg.batch_size % ctx.world:
         raise ConfigError(
             f"batch_size (--batch-size) {cfg.batch_size} is the global batch: it must "
@@ -281,7 +296,7 @@ def _run(
 ) -> dict:
     """Check the data, build (or restore) the model, then start writing and train."""
     data = _load_data(cfg, ctx, progress)
-    t = _build(cfg, data.info.num_classes, ctx)
+    t = _build(cfg, data.info.num_classes, ctx, pretrained=ckpt is None)
     if ckpt is not None:
         _restore(t, ckpt)
     start = t.iteration
@@ -353,11 +368,11 @@ class _Trainer:
     best: float = -1.0
 
 
-def _build(cfg: TrainConfig, num_classes: int, ctx: Context) -> _Trainer:
+def _build(cfg: TrainConfig, num_classes: int, ctx: Context, *, pretrained: bool) -> _Trainer:
     # The run's seed sets the initialisation; the caller's global RNG is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = make_model(cfg, num_classes)
+        model = make_model(cfg, num_classes, pretrained=pretrained)
     model = model.to(ctx.device, memory_format=memory_format(cfg.channels_last))
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))

@@ -93,6 +93,9 @@ RECIPES: dict[str, TrainConfig] = {
     ),
 }
 
+DEFAULT_RECIPE = "synthetic-demo"
+"""What ``fcnseg train`` runs when no recipe is named."""
+
 
 def get_recipe(name: str) -> TrainConfig:
     """A recipe by name (:data:`RECIPES`)."""

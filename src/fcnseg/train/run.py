@@ -70,12 +70,18 @@ class RunFolder:
 
     def check(self, *, resume: bool, overwrite: bool) -> None:
         """Refuse a folder that holds a run unless resuming or overwriting it, and
-        resuming a folder with no checkpoint."""
+        resuming a folder with no checkpoint. A run stopped before its first
+        checkpoint cannot be resumed: the only way on is to start it again."""
         if resume and overwrite:
             raise RunError("--resume continues a run and --overwrite replaces it: give one")
+        found = self.existing()
+        if found and not overwrite and not (self.last.exists() or self.best.exists()):
+            raise RunError(
+                f"{self.path} holds a run that stopped before its first checkpoint "
+                f"({', '.join(found)}): nothing to resume; --overwrite starts it again"
+            )
         if resume and not self.last.is_file():
             raise RunError(f"{self.last}: no checkpoint to resume from; leave out --resume")
-        found = self.existing()
         if not resume and not overwrite and found:
             raise RunError(
                 f"{self.path} holds a run ({', '.join(found)}): --resume to continue it, "
