@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fcnseg.data.dataset import SegmentationDataset, Transform
-from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS
+from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS, MAX_PIXELS_ENV
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
 from fcnseg.errors import ConfigError, UserError
@@ -179,6 +178,11 @@ def _data_for(ckpt: dict, args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig.from_dict(ckpt.get("train_config", {}))
     own = cfg.val_dataset or cfg.dataset
     name = args.dataset or own
+    if name == "synthetic" and args.data_root is not None:
+        raise ConfigError(
+            f"--data-root {args.data_root}: the synthetic dataset is drawn, not read from a "
+            "folder; leave --data-root out, or name the dataset in it with --dataset"
+        )
     if args.data_root is not None:
         root = args.data_root
     elif name == own:
@@ -201,6 +205,7 @@ def _checked_dataset(
     """
     cfg = _data_for(ckpt, args)
     dataset = build_val_set(cfg, transform)
+    dataset.max_pixels = args.max_pixels  # built here: ours to set
     trained, data = tuple(ckpt["dataset"]["classes"]), dataset.info.classes
     if trained != data and not args.allow_class_mismatch:
         raise DataError(
@@ -225,14 +230,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from fcnseg.data.transforms import eval_transform
+    from fcnseg.deploy.files import check_eval_json, write_eval_json
     from fcnseg.deploy.inference import prepare_for_inference
     from fcnseg.deploy.tta import with_tta
     from fcnseg.train.checkpoint import model_from_checkpoint
     from fcnseg.train.device import select_device
     from fcnseg.train.engine import evaluate, json_safe
 
-    if args.json and Path(args.json).is_dir():  # found before the evaluation, not after
-        raise ConfigError(f"--json {args.json}: is a folder; give the file to write")
+    if args.json:  # found before the evaluation, not after
+        check_eval_json(Path(args.json))
     model, ckpt = model_from_checkpoint(args.checkpoint)
     device = select_device(args.device)
     cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))
@@ -249,8 +255,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
                   "split": cfg.val_split, "classes": list(names), **json_safe(metrics)}  # fmt: skip
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
     return 0
 
@@ -380,6 +385,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="run on a dataset whose classes differ from the checkpoint's "
                    "(class indices mapped on purpose)")  # fmt: skip
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    p.add_argument("--max-pixels", type=positive_int,
+                   help="refuse image files with more pixels (width x height), from their "
+                   f"header (default: ${MAX_PIXELS_ENV} if set, else {MAX_PIXELS:,}: the "
+                   f"largest image the published FCN-8s, at about {BYTES_PER_PIXEL} B per "
+                   "pixel in fp32, segments in this machine's memory)")  # fmt: skip
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="test-time augmentation: flip averages each image's prediction "
                    "with that of its left-right mirror")  # fmt: skip
@@ -419,11 +429,6 @@ def _add_predict(sub) -> None:
                    help="replace existing output files (never an input)")  # fmt: skip
     p.add_argument("--limit", type=positive_int, help="at most this many images")
     p.add_argument("--no-overlay", action="store_true", help="labels only")
-    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS,
-                   help="refuse image files with more pixels (width x height), from their "
-                   f"header (default {MAX_PIXELS:,}: the largest image the published FCN-8s, "
-                   f"at about {BYTES_PER_PIXEL} B per pixel in fp32, segments in this "
-                   "machine's memory)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the model")

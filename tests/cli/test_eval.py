@@ -1,6 +1,7 @@
 """``fcnseg eval``: the training-time numbers, the checkpoint's data, and class checks."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -125,3 +126,48 @@ def test_eval_data_errors_are_one_line(run, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", ckpt, "--batch-size", "0"])
     assert "--batch-size: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.split("\r")[-1].strip()  # after any progress bar
+    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
+    return err.removeprefix("fcnseg: error: ")
+
+
+def test_json_replaces_only_an_eval_result(run, tmp_path, capsys):
+    best = run / "best.pt"
+    before = best.read_bytes()
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mean_iu": 0.5, "mine": true}')
+    for target in (best, notes):
+        assert main(["eval", str(best), "--json", str(target)]) == 2
+        assert one_line(capsys) == (
+            f"--json {target}: exists and is not an fcnseg eval result, so it is kept; give "
+            "another file name"
+        )
+    assert best.read_bytes() == before and notes.read_text() == '{"mean_iu": 0.5, "mine": true}'
+    first = evaluate_cli([best], tmp_path)  # new, then replaced: `make demo` each time
+    stale = {**first, "mean_iu": -1.0}
+    (tmp_path / "metrics.json").write_text(json.dumps(stale))
+    assert evaluate_cli([best], tmp_path) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "notes.json"]
+
+
+def test_a_folder_for_the_synthetic_dataset_is_refused(checkpoint, run, tmp_path, capsys):
+    missing = tmp_path / "ds3"
+    for args in ([checkpoint], [run / "best.pt", "--dataset", "synthetic"]):
+        assert main(["eval", *map(str, args), "--data-root", str(missing)]) == 2
+        assert one_line(capsys).startswith(
+            f"--data-root {missing}: the synthetic dataset is drawn, not read from a folder"
+        )
+
+
+def test_eval_max_pixels(run, tmp_path, capsys):
+    ckpt = str(run / "best.pt")
+    assert main(["eval", ckpt, "--max-pixels", str(38 * 30 - 1)]) == 2
+    expected = (
+        r".*/images/\d+\.png: 38x30 pixels \(1,140\) is over the limit of 1,139; "
+        r"raise it with --max-pixels if it fits in memory"
+    )
+    assert re.fullmatch(expected, one_line(capsys))
+    evaluate_cli([ckpt, "--max-pixels", str(38 * 30)], tmp_path)

@@ -88,3 +88,30 @@ def test_onnxruntime_predictions_follow_the_checkpoint(checkpoint, tmp_path):
     third = labels_by("onnxruntime", best, tmp_path / "photos", tmp_path / "ort")
     assert agreement(third, new_torch) > 0.99
     assert exported_for(best.with_suffix(".onnx")) == sha256(best)
+
+
+def test_export_replaces_only_its_own_exports(checkpoint, tmp_path, capsys):
+    last = tmp_path / "last.pt"  # the resumable checkpoint beside best.pt
+    shutil.copy(checkpoint, last)
+    notes = tmp_path / "notes.onnx"
+    notes.write_bytes(b"the user's own file")
+    for target in (last, notes):
+        assert main(["export", str(checkpoint), str(target)]) == 2
+        assert one_line_error(capsys) == (
+            f"fcnseg: error: {target}: exists and is not an ONNX export made by fcnseg, so it "
+            "is kept; give another file name"
+        )
+    assert sha256(last) == sha256(checkpoint) and notes.read_bytes() == b"the user's own file"
+    onnx = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint), str(onnx)]) == 0  # a new file, then replaced
+    other = tmp_path / "other.pt"
+    torch.save({**load_checkpoint(checkpoint), "note": "another file"}, other)
+    assert main(["export", str(other), str(onnx)]) == 0
+    assert exported_for(onnx) == sha256(other) != sha256(checkpoint)
+    capsys.readouterr()
+    (tmp_path / "dir").mkdir()
+    assert main(["export", str(checkpoint), str(tmp_path / "dir")]) == 2
+    assert one_line_error(capsys) == (
+        f"fcnseg: error: {tmp_path / 'dir'}: is a folder; give the .onnx file to write"
+    )
+    assert list((tmp_path / "dir").iterdir()) == []

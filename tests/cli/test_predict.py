@@ -42,7 +42,7 @@ def predict(checkpoint, *args: str) -> int:
 
 
 def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
+    err = capsys.readouterr().err.split("\r")[-1].strip()  # after any progress bar
     assert err.startswith("fcnseg: error: ") and "\n" not in err, err
     return err
 
@@ -180,3 +180,26 @@ def test_dataset_predictions_never_land_among_its_files(checkpoint, tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         f"{i:03d}.png" for i in range(4)
     ]
+
+
+def test_dataset_images_obey_max_pixels(checkpoint, tmp_path, capsys):
+    root = folder_dataset(tmp_path / "data", 2)  # 24x20 images
+    base = ["--dataset", "folder", "--data-root", str(root), "--split", "all",
+            "--allow-class-mismatch", "--no-overlay"]  # fmt: skip
+    assert predict(checkpoint, *base, "--out", str(tmp_path / "out"), "--max-pixels", "479") == 2
+    err = one_line_error(capsys)
+    assert "images/000.png: 24x20 pixels" in err and "raise it with --max-pixels" in err
+    assert predict(checkpoint, *base, "--out", str(tmp_path / "ok"), "--max-pixels", "480") == 0
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == ["000.png", "001.png"]
+
+
+def test_out_that_is_a_file_is_named_so(checkpoint, tmp_path, capsys):
+    photos(tmp_path / "photos", {"a.png": (20, 24)})
+    (tmp_path / "afile").write_text("the user's notes")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert predict(checkpoint, str(tmp_path / "photos"), "--out", str(out)) == 2
+        assert one_line_error(capsys) == (
+            f"fcnseg: error: --out: {tmp_path / 'afile'} is a file, not a folder; give --out a "
+            "folder (it is created if missing)"
+        )
+    assert (tmp_path / "afile").read_text() == "the user's notes"

@@ -155,6 +155,19 @@ def test_images_over_the_pixel_limit_are_reported(good, monkeypatch):
         check_pairs(FolderDataset(good, "all"), progress=False)
 
 
+def test_a_raised_limit_is_not_answered_from_the_cache(good, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FCNSEG_MAX_PIXELS", str(20 * 24 - 1))
+    with pytest.raises(DataError, match=r"8 of 8 pairs(.|\n)*FCNSEG_MAX_PIXELS"):
+        check_pairs(FolderDataset(good, "all"), cache_dir=cache, progress=False)
+    monkeypatch.setenv("FCNSEG_MAX_PIXELS", str(20 * 24))
+    check_pairs(FolderDataset(good, "all"), cache_dir=cache, progress=False)
+    ds = FolderDataset(good, "all")
+    ds.max_pixels = 20 * 24 - 1  # a builder's own limit counts as well
+    with pytest.raises(DataError, match=r"8 of 8 pairs(.|\n)*--max-pixels"):
+        check_pairs(ds, cache_dir=cache, progress=False)
+
+
 def test_missing_files_are_reported(good, tmp_path):
     (good / "val.txt").write_text("0\n1\n")
     ds = FolderDataset(good, "val")

@@ -208,5 +208,39 @@ def test_an_empty_split_says_which_and_why(folder_root, tmp_path):
         build_dataset("folder", folder_root, "val")
     (tmp_path / "val").mkdir()
     (tmp_path / "valannot").mkdir()
-    with pytest.raises(DataError, match=f"{tmp_path / 'val'}: the split is empty"):
+    with pytest.raises(DataError) as info:
         build_dataset("camvid", tmp_path, "val")
+    assert str(info.value) == f"{tmp_path} split 'val': no frames (sequences here: none)"
+
+
+def test_two_files_of_one_name_are_refused(folder_root):
+    Image.fromarray(rgb(20, 24, 99)).save(folder_root / "images" / "img04.jpg")
+    with pytest.raises(DataError) as err:
+        build_dataset("folder", folder_root, "all")
+    images = folder_root / "images"
+    assert str(err.value).startswith(f"{images / 'img04.jpg'} and {images / 'img04.png'}: ")
+    (images / "img04.jpg").unlink()
+    (images / "img12.png").mkdir()  # a folder is no image: not listed, so not missing a mask
+    assert len(build_dataset("folder", folder_root, "all")) == 12
+
+
+def test_the_builders_pixel_limit_applies_to_images_and_labels(folder_root):
+    ds = build_dataset("folder", folder_root, "all")
+    ds.max_pixels = 24 * 20 - 1
+    with pytest.raises(DataError, match=r"img00.png: 24x20 pixels .* raise it with --max-pixels"):
+        ds.load(0)
+    with pytest.raises(DataError, match=r"images/img00.png: 24x20 pixels"):
+        ds.check(0)
+    # the label alone over it (a larger image would be refused first)
+    ds.pairs[0] = (folder_root / "images" / "img01.png", folder_root / "masks" / "img00.png")
+    ds.max_pixels = 24 * 20
+    assert ds.load(0)[0].shape == (20, 24, 3)
+    Image.fromarray(np.zeros((30, 24, 3), np.uint8)).save(folder_root / "masks" / "img00.png")
+    with pytest.raises(DataError, match=r"masks/img00.png: 24x30 pixels"):
+        ds.load(0)
+    assert build_dataset("folder", folder_root, "all").max_pixels is None  # one dataset's own
+
+
+def test_synthetic_takes_no_folder(tmp_path):
+    with pytest.raises(DataError, match=r"'synthetic' is drawn, not read from files"):
+        build_dataset("synthetic", tmp_path, "val")

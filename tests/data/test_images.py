@@ -1,3 +1,5 @@
+import errno
+import os
 import struct
 import warnings
 import zlib
@@ -9,6 +11,7 @@ from PIL import Image
 from fcnseg.data import images
 from fcnseg.data.images import open_image, read_image, read_label
 from fcnseg.data.info import DataError
+from fcnseg.errors import ConfigError
 
 
 def write_blank_png(path, width: int, height: int) -> None:
@@ -76,3 +79,39 @@ def test_not_an_image_and_missing_file(tmp_path):
         read_image(tmp_path / "notes.png")
     with pytest.raises(DataError, match="gone.png: no such file"):
         read_image(tmp_path / "gone.png")
+
+
+def test_unreadable_files_are_named_for_what_they_are(tmp_path, monkeypatch):
+    (tmp_path / "d.jpg").mkdir()
+    with pytest.raises(DataError) as err:
+        read_image(tmp_path / "d.jpg")
+    assert str(err.value) == f"{tmp_path / 'd.jpg'}: is a folder, not an image file"
+    path = tmp_path / "locked.png"
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(path)
+
+    def denied(fp, *args, **kwargs):  # as open() as a user without read permission
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(fp))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(DataError) as err:
+        read_image(path)
+    assert str(err.value) == f"{path}: permission denied (the file cannot be read)"
+
+
+def test_environment_sets_the_default_limit(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "small.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 1_000_000)
+    monkeypatch.setenv("FCNSEG_MAX_PIXELS", "119")  # read at each call, not at import
+    with pytest.raises(DataError) as err:
+        read_label(tmp_path / "small.png")
+    message = str(err.value)
+    assert "12x10 pixels" in message and "FCNSEG_MAX_PIXELS" in message
+    assert "--max-pixels" in message.split("FCNSEG_MAX_PIXELS")[1]  # eval and predict's flag
+    with pytest.raises(DataError) as err:  # an explicit limit: the flag that set it
+        read_label(tmp_path / "small.png", max_pixels=119)
+    assert "--max-pixels" in str(err.value) and "FCNSEG_MAX_PIXELS" not in str(err.value)
+    monkeypatch.setenv("FCNSEG_MAX_PIXELS", "120")
+    assert read_image(tmp_path / "small.png").shape == (10, 12, 3)
+    monkeypatch.setenv("FCNSEG_MAX_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="FCNSEG_MAX_PIXELS='lots': must be a whole number"):
+        read_image(tmp_path / "small.png")

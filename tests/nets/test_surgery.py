@@ -126,8 +126,33 @@ def test_staged_init_starts_from_coarser_scores(coarse, fine):
         assert not torch.allclose(target.score(x), getattr(target, new_up)(source.score(x)))
 
 
-def test_init_from_rejects_unrelated_source():
-    with pytest.raises(WeightsError, match="shape mismatch"):
+def test_init_from_names_the_file_and_both_class_counts(tmp_path):
+    torch.save({"model": fcnseg.build_model("fcn32s", 3, width=0.0625).state_dict()},
+               tmp_path / "best.pt")  # fmt: skip
+    with pytest.raises(WeightsError) as err:
+        init_from(fcnseg.build_model("fcn16s", 5, width=0.0625), tmp_path / "best.pt")
+    assert str(err.value) == (
+        f"cannot init from {tmp_path / 'best.pt'}: it predicts 3 classes, the model 5; "
+        "start from a net trained on the same 5 classes"
+    )
+    with pytest.raises(WeightsError, match="from the source: it predicts 7 classes, the model 5"):
         init_from(
             fcnseg.build_model("fcn16s", 5, width=0.25), fcnseg.build_model("fcn32s", 7, width=0.25)
         )
+
+
+def test_init_from_names_the_tensors_of_another_shape(tmp_path):
+    target = fcnseg.build_model("fcn16s", 5, width=0.0625)
+    with pytest.raises(WeightsError) as err:
+        init_from(target, fcnseg.build_model("fcn32s", 5, width=0.125))
+    assert str(err.value).startswith(
+        "cannot init from the source: shape mismatch for features.0.weight (source (8, 3, 3, 3), "
+        "model (4, 3, 3, 3))"
+    )
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    source = randomize_scores(fcnseg.build_model("fcn32s", 5, width=0.0625)).state_dict()
+    torch.save({"model": source}, tmp_path / "ok.pt")
+    copied = init_from(target, tmp_path / "ok.pt")
+    assert "score_fr.weight" in copied and not any(k.startswith("score_pool4") for k in copied)
+    assert all(torch.equal(target.state_dict()[k], source[k]) for k in copied)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items() if k not in copied)

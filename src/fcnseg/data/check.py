@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fcnseg.data.dataset import FileDataset, SegmentationDataset
+from fcnseg.data.images import default_max_pixels
 from fcnseg.data.info import DataError
 
 CHECK_VERSION = 1
@@ -94,9 +95,12 @@ def _report(errors: list[str], total: int, where: str) -> str:
 
 def _cache_name(dataset: FileDataset) -> str:
     """One cache file per thing a result depends on besides the files: the dataset
-    kind and its classes, colours and void (editing ``classes.txt`` starts afresh)."""
+    kind, its classes, colours and void (editing ``classes.txt`` starts afresh) and
+    the pixel limit (an image refused under a lower one is read under a higher one)."""
     kind = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
-    digest = hashlib.sha256(repr((CHECK_VERSION, kind, dataset.info)).encode()).hexdigest()
+    limit = default_max_pixels() if dataset.max_pixels is None else dataset.max_pixels
+    key = (CHECK_VERSION, kind, dataset.info, limit)
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()
     return f"pairs-{digest[:16]}.json"
 
 

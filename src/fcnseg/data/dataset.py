@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from fcnseg.data.images import IMAGE_SUFFIXES, open_image, read_image, read_label
+from fcnseg.data.images import IMAGE_SUFFIXES, open_image, read_error, read_image, read_label
 from fcnseg.data.info import IGNORE_INDEX, DataError, DatasetInfo
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple]
@@ -23,9 +23,15 @@ _EXIF_ORIENTATION = 0x0112
 
 
 class SegmentationDataset(Dataset):
-    """Base class: subclasses provide ``info``, ``names``, ``__len__`` and ``load_raw``."""
+    """Base class: subclasses provide ``info``, ``names``, ``__len__`` and ``load_raw``.
+
+    ``max_pixels``: the largest image (width x height) a file dataset reads; None (the
+    default) is :func:`~fcnseg.data.images.default_max_pixels`. Whoever builds a
+    dataset may set it on that dataset (``fcnseg eval --max-pixels``).
+    """
 
     info: DatasetInfo
+    max_pixels: int | None = None
 
     def __init__(self, transform: Transform | None = None) -> None:
         self.transform = transform
@@ -83,11 +89,12 @@ class FileDataset(SegmentationDataset):
         return len(self.pairs)
 
     def read_label(self, path: Path) -> np.ndarray:
-        return read_label(path)
+        return read_label(path, max_pixels=self.max_pixels)
 
     def load_raw(self, index):
         image_path, label_path = self.pairs[index]
-        return read_image(image_path), self.read_label(label_path), str(label_path)
+        image = read_image(image_path, max_pixels=self.max_pixels)
+        return image, self.read_label(label_path), str(label_path)
 
     def check(self, index: int) -> None:
         """Raise :class:`DataError` naming the file if pair ``index`` would not load.
@@ -96,19 +103,19 @@ class FileDataset(SegmentationDataset):
         (:func:`image_size`); only the label is decoded, to check its values.
         """
         image_path, label_path = self.pairs[index]
-        image_hw = image_size(image_path)
+        image_hw = image_size(image_path, self.max_pixels)
         self.validate_label(self.read_label(label_path), image_hw, str(label_path))
 
 
-def image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path, max_pixels: int | None = None) -> tuple[int, int]:
     """(H, W) of the image :func:`read_image` would return, checking the file is whole.
 
     The size comes from the header (EXIF rotations by 90 degrees swap it), which
-    :func:`~fcnseg.data.images.open_image` also checks against the pixel limit.
+    :func:`~fcnseg.data.images.open_image` also checks against ``max_pixels``.
     PNGs are verified by their chunk checksums, JPEGs decoded at 1/8 scale (which
     still reads every byte), other formats decoded.
     """
-    with open_image(path) as img:
+    with open_image(path, max_pixels) as img:
         w, h = img.size
         turned = _orientation(img) in (5, 6, 7, 8)
         try:
@@ -118,7 +125,7 @@ def image_size(path: Path) -> tuple[int, int]:
                 img.draft("RGB", (w // 8, h // 8))  # no-op but for JPEG
                 img.load()
         except (OSError, SyntaxError) as e:
-            raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
+            raise read_error(path, e) from None
     return (w, h) if turned else (h, w)
 
 
@@ -148,4 +155,20 @@ def read_list(path: Path) -> list[str]:
 
 
 def by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    """The image files of ``folder`` by name without suffix (how images meet their masks).
+
+    Raises:
+        DataError: two files share a stem (``im04.jpg`` and ``im04.png``): which one
+            is meant cannot be told, so neither is picked.
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        if path.stem in found:
+            raise DataError(
+                f"{found[path.stem]} and {path}: two files named {path.stem!r}; files are "
+                "matched by name without suffix, so keep one of them"
+            )
+        found[path.stem] = path
+    return found

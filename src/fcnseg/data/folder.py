@@ -89,7 +89,7 @@ class FolderDataset(FileDataset):
             self._lut[self.info.void_color] = IGNORE_INDEX
 
     def read_label(self, path: Path) -> np.ndarray:
-        raw = read_label(path)
+        raw = read_label(path, max_pixels=self.max_pixels)
         if raw.ndim == 2:
             return raw
         wide = raw.astype(np.int64)

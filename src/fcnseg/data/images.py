@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fcnseg.data.info import IGNORE_INDEX, DataError
+from fcnseg.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -37,6 +38,29 @@ MAX_PIXELS = _memory_bytes() // BYTES_PER_PIXEL
 """Largest image (width x height) read by default: the biggest the published FCN-8s can
 segment in this machine's memory (40 MP with 24 GiB, 215 MP with 128 GiB). A file that
 declares more is refused from its header, before it is decoded."""
+
+MAX_PIXELS_ENV = "FCNSEG_MAX_PIXELS"
+"""Environment variable that replaces :data:`MAX_PIXELS` as the default limit (training
+reads images through it: ``fcnseg train`` has no ``--max-pixels``)."""
+
+
+def default_max_pixels() -> int:
+    """The pixel limit of readers given none: ``$FCNSEG_MAX_PIXELS`` when set (read at
+    each call), else :data:`MAX_PIXELS`.
+
+    Raises:
+        ConfigError: the variable is set but not a whole number >= 1.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={text!r}: must be a whole number of pixels >= 1")
+    return value
 
 
 def _open_past_pillow_limit(path: str | os.PathLike) -> Image.Image | None:
@@ -65,34 +89,55 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
 
     Args:
         path: an image file.
-        max_pixels: refuse images with more pixels than this (default :data:`MAX_PIXELS`).
+        max_pixels: refuse images with more pixels than this (the ``--max-pixels``
+            of eval and predict); None: :func:`default_max_pixels`.
 
     Raises:
-        DataError: no such file, not an image, or over ``max_pixels``.
+        DataError: no such file, a folder, not readable, not an image, or over the limit.
     """
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    limit = default_max_pixels() if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():  # over Pillow's limit: ours decides, and says so
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
     except Image.DecompressionBombError:
         img = _open_past_pillow_limit(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         img = None
     except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
+        raise read_error(path, e) from None
     if img is None:
         raise DataError(f"{path}: not an image file")
     width, height = img.size
     if width * height > limit:
         img.close()
         raise DataError(
-            f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the "
-            f"limit of {limit / 1e6:.0f} MP; raise it with --max-pixels if it fits in memory"
+            f"{path}: {width}x{height} pixels ({width * height:,}) is over the limit of "
+            f"{limit:,}; {_how_to_raise(max_pixels)} if it fits in memory"
         )
     return img
+
+
+def _how_to_raise(max_pixels: int | None) -> str:
+    """How the user raises the limit that applied: the flag that set it, or else the
+    variable (every command) and the flag (the commands that have one)."""
+    if max_pixels is not None:
+        return "raise it with --max-pixels"
+    return f"raise it with the environment variable {MAX_PIXELS_ENV} (eval, predict: --max-pixels)"
+
+
+def read_error(path: str | os.PathLike, error: OSError | SyntaxError) -> DataError:
+    """The one line for an image file that cannot be read: the system's reason when
+    it has one (a folder, no permission, no such file), else Pillow's (damaged data)."""
+    if isinstance(error, FileNotFoundError):
+        return DataError(f"{path}: no such file")
+    if isinstance(error, IsADirectoryError):
+        return DataError(f"{path}: is a folder, not an image file")
+    if isinstance(error, PermissionError):
+        return DataError(f"{path}: permission denied (the file cannot be read)")
+    if isinstance(error, OSError) and error.errno is not None:
+        return DataError(f"{path}: cannot read the file ({error.strerror or error})")
+    return DataError(f"{path}: cannot read image ({error}); is it truncated?")
 
 
 def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
@@ -100,7 +145,7 @@ def _open(path: str | os.PathLike, max_pixels: int | None) -> Image.Image:
     try:
         img.load()
     except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read image ({e}); is it truncated?") from None
+        raise read_error(path, e) from None
     return img
 
 
@@ -121,7 +166,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
 def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, upright according to its EXIF orientation.
 
-    Images over ``max_pixels`` (default :data:`MAX_PIXELS`) are refused before decoding.
+    Images over ``max_pixels`` (None: :func:`default_max_pixels`) are refused before decoding.
     """
     img = _open(path, max_pixels)
     return to_rgb(ImageOps.exif_transpose(img))
@@ -130,7 +175,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.
 def read_label(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read a label map as stored: index PNG (mode P/L) -> (H, W) uint8, RGB -> (H, W, 3).
 
-    Label maps over ``max_pixels`` (default :data:`MAX_PIXELS`) are refused before decoding.
+    Label maps over ``max_pixels`` (None: :func:`default_max_pixels`) are refused before
+    decoding.
     """
     img = _open(path, max_pixels)
     if img.mode in ("P", "L"):

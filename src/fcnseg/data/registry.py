@@ -30,9 +30,18 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 def build_dataset(
     name: str, root: str | os.PathLike | None, split: str, transform: Transform | None = None
 ) -> SegmentationDataset:
-    """A dataset by registry name; ``root`` is unused for ``synthetic``."""
+    """A dataset by registry name, read from ``root`` (None for ``synthetic``, which is drawn).
+
+    Raises:
+        DataError: an unknown name, a file dataset without ``root``, or ``synthetic``
+            with one (a folder given to it would be silently ignored).
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if name != "synthetic" and root is None:
         raise DataError(f"dataset {name!r} needs a root directory (--data-root)")
+    if name == "synthetic" and root is not None:
+        raise DataError(
+            f"dataset 'synthetic' is drawn, not read from files: it takes no folder (got {root})"
+        )
     return DATASETS[name](root, split, transform)

@@ -124,14 +124,44 @@ def export_checkpoint(
     model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike
 ) -> None:
     """:func:`export_onnx` of ``checkpoint``'s ``model`` to ``path``, keyed by the
-    checkpoint's sha256 (:data:`CHECKPOINT_SHA256`).
+    checkpoint's sha256 (:data:`CHECKPOINT_SHA256`). An existing ``path`` is replaced
+    only if it is an export made by fcnseg (:func:`is_fcnseg_export`).
 
     Raises:
-        ConfigError: ``path`` is the checkpoint itself.
+        ConfigError: ``path`` is the checkpoint itself, a folder, or a file that is
+            not an fcnseg export (a checkpoint, the user's own model).
     """
+    _check_output(path, checkpoint)
+    if Path(path).exists() and not is_fcnseg_export(path):
+        raise ConfigError(
+            f"{path}: exists and is not an ONNX export made by fcnseg, so it is kept; give "
+            "another file name"
+        )
+    _export_keyed(model, checkpoint, path)
+
+
+def _check_output(path: str | os.PathLike, checkpoint: str | os.PathLike) -> None:
+    if Path(path).is_dir():
+        raise ConfigError(f"{path}: is a folder; give the .onnx file to write")
     if Path(path).exists() and os.path.samefile(path, checkpoint):
         raise ConfigError(f"{path}: is the checkpoint itself; write the ONNX file elsewhere")
+
+
+def _export_keyed(model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike) -> None:
     export_onnx(model, path, metadata={CHECKPOINT_SHA256: file_sha256(checkpoint)})
+
+
+def is_fcnseg_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ONNX model whose metadata has :data:`CHECKPOINT_SHA256`."""
+    try:
+        import onnx  # installed with onnxscript, the exporter
+    except ImportError:
+        raise MissingExtra(ONNX_HELP) from None
+    try:
+        proto = onnx.load_model(os.fspath(path), load_external_data=False)
+    except Exception:  # protobuf and onnx raise many types for files that are not ONNX
+        return False
+    return any(prop.key == CHECKPOINT_SHA256 for prop in proto.metadata_props)
 
 
 def onnx_for_checkpoint(
@@ -139,14 +169,18 @@ def onnx_for_checkpoint(
 ) -> OnnxModel:
     """The ONNX export of ``checkpoint`` cached at ``path``: reused when its metadata names
     this checkpoint's sha256, exported again when it is missing, unreadable or was made
-    from another checkpoint (a replaced ``best.pt``)."""
+    from another checkpoint (a replaced ``best.pt``). ``path`` is the cache's own file
+    (``<checkpoint>.onnx``), so whatever is there is replaced, but not a folder or
+    the checkpoint itself.
+    """
     try:
         cached = OnnxModel(path)
     except OnnxFileError:  # missing or corrupt: exported below
         cached = None
     if cached is not None and cached.metadata.get(CHECKPOINT_SHA256) == file_sha256(checkpoint):
         return cached
-    export_checkpoint(model, checkpoint, path)
+    _check_output(path, checkpoint)
+    _export_keyed(model, checkpoint, path)
     return OnnxModel(path)
 
 

@@ -1,5 +1,6 @@
-"""The files ``fcnseg predict`` reads and writes: every output planned and checked
-before the first is written, never over an input, never two outputs in one file.
+"""The files ``fcnseg predict`` and ``eval`` read and write: every output planned and
+checked before the first is written, never over an input or a file fcnseg did not
+write, never two outputs in one file.
 
 Each input ``<name>.<ext>`` gives ``<out>/<name>.png`` (its label map) and
 ``<out>/<name>_overlay.png``; ``<name>`` is the input's path relative to the
@@ -15,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +31,7 @@ from tqdm.auto import tqdm
 from fcnseg.data.images import IMAGE_SUFFIXES, overlay, save_label
 from fcnseg.data.info import DataError
 from fcnseg.errors import ConfigError
+from fcnseg.train.checkpoint import atomic_write
 
 if TYPE_CHECKING:
     from fcnseg.deploy.inference import Segmenter
@@ -100,6 +103,7 @@ def check_plan(plan: Sequence[Planned], inputs: Iterable[Path], overwrite: bool)
     """
     inputs = list(inputs)
     outputs = _one_source_each(plan)
+    _refuse_files_as_folders(outputs)
     _refuse_input_folders(outputs, inputs)
     _refuse_existing(outputs, inputs, overwrite)
 
@@ -116,6 +120,17 @@ def _one_source_each(plan: Sequence[Planned]) -> list[Path]:
                 )
             owner[path] = item.source
     return list(owner)
+
+
+def _refuse_files_as_folders(outputs: Sequence[Path]) -> None:
+    """Each output's folder, or its nearest existing parent, must be a folder."""
+    for folder in dict.fromkeys(path.parent for path in outputs):
+        existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))
+        if not existing.is_dir():
+            raise ConfigError(
+                f"--out: {existing} is a file, not a folder; give --out a folder (it is "
+                "created if missing)"
+            )
 
 
 def _refuse_input_folders(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
@@ -170,3 +185,43 @@ def write_predictions(
                 Image.fromarray(overlay(image, label, colors)).save(planned.overlay)
             written += len(planned.files)
     return written
+
+
+EVAL_KEYS = ("checkpoint", "dataset", "split", "classes", "pixel_acc", "mean_iu")
+"""Keys of every ``fcnseg eval --json`` file: what marks one as fcnseg's to replace."""
+_LARGEST_EVAL_JSON = 2**24  # bytes; an eval result is a few KB, a checkpoint far more
+
+
+def check_eval_json(path: Path) -> None:
+    """Refuse, before an evaluation, a ``--json`` file that it must not replace.
+
+    Raises:
+        ConfigError: ``path`` is a folder, or a file other than an earlier eval result
+            (a checkpoint, a user's JSON): fcnseg replaces only what it wrote.
+    """
+    if path.is_dir():
+        raise ConfigError(f"--json {path}: is a folder; give the file to write")
+    if path.exists() and not _is_eval_json(path):
+        raise ConfigError(
+            f"--json {path}: exists and is not an fcnseg eval result, so it is kept; give "
+            "another file name"
+        )
+
+
+def _is_eval_json(path: Path) -> bool:
+    """Whether ``path`` holds a JSON object with every key of :data:`EVAL_KEYS`."""
+    try:
+        if path.stat().st_size > _LARGEST_EVAL_JSON:
+            return False
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        return False
+    return isinstance(data, dict) and all(key in data for key in EVAL_KEYS)
+
+
+def write_eval_json(path: Path, result: dict) -> None:
+    """Write an eval result as JSON, atomically (a kill leaves the old file or the new)."""
+    missing = [key for key in EVAL_KEYS if key not in result]
+    if missing:  # a file without them could not be replaced by the next eval
+        raise ValueError(f"an eval result needs the keys {', '.join(missing)}")
+    atomic_write(path, lambda f: f.write(json.dumps(result, indent=2).encode()))

@@ -39,23 +39,57 @@ def load_backbone_weights(
     load_strict(classifier, state, source)
 
 
-def init_from(model: nn.Module, source: nn.Module | Mapping[str, torch.Tensor]) -> list[str]:
+def init_from(
+    model: nn.Module, source: nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike
+) -> list[str]:
     """Initialise ``model`` from a coarser trained FCN (staged training, section 4.2).
 
     Every parameter and buffer whose name exists in both is copied; the finer net's
     new layers (e.g. ``score_pool4``, ``upscore2``) keep their initialisation, zero
     for score layers, so the output right after this equals the source's.
 
+    Args:
+        model: the finer FCN, changed in place.
+        source: the coarser FCN, its state_dict, or a file holding one (a checkpoint
+            of ``fcnseg train``), which messages then name.
+
     Returns:
         The names of the tensors copied.
+
+    Raises:
+        WeightsError: the source predicts another number of classes, a shared
+            tensor has another shape (another width), or it shares no backbone.
     """
-    state = source.state_dict() if isinstance(source, nn.Module) else source
+    if isinstance(source, str | os.PathLike):
+        name, state = str(source), read_state_dict(source)
+    else:
+        name = "the source"
+        state = source.state_dict() if isinstance(source, nn.Module) else source
     own = model.state_dict()
     shared = [k for k in own if k in state]
-    bad = [k for k in shared if own[k].shape != state[k].shape]
+    _check_classes(own, state, name)
+    bad = [
+        f"{k} (source {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in shared
+        if own[k].shape != state[k].shape
+    ]
     if bad:
-        raise WeightsError(f"cannot init from source: shape mismatch for {', '.join(bad)}")
+        raise WeightsError(f"cannot init from {name}: shape mismatch for {', '.join(bad)}")
     if not any(k.startswith("features.") for k in shared):
-        raise WeightsError("cannot init from source: it shares no backbone weights with the model")
+        raise WeightsError(f"cannot init from {name}: it shares no backbone weights with the model")
     model.load_state_dict({k: state[k] for k in shared}, strict=False)
     return shared
+
+
+def _check_classes(own: Mapping[str, torch.Tensor], state: Mapping, name: str) -> None:
+    """Refuse a source whose score layer (``score_fr``: one output per class) predicts
+    another number of classes than ``own``'s, naming both counts."""
+    key = "score_fr.weight"
+    if key not in own or key not in state:
+        return
+    theirs, ours = state[key].shape[0], own[key].shape[0]
+    if theirs != ours:
+        raise WeightsError(
+            f"cannot init from {name}: it predicts {theirs} classes, the model {ours}; start "
+            f"from a net trained on the same {ours} classes"
+        )
