@@ -183,3 +183,11 @@ def test_normalization_follows_the_starting_weights(tmp_path, monkeypatch):
     assert resolve_normalization(TrainConfig(init_from=str(bare))) == "imagenet"
     with pytest.raises(weights.WeightsError, match="missing.pt: no such checkpoint"):
         resolve_normalization(TrainConfig(init_from=str(tmp_path / "missing.pt")))
+
+
+def test_a_folder_for_the_synthetic_scenes_is_refused():
+    with pytest.raises(ConfigError, match=r"data_root \(--data-root\) must be none"):
+        TrainConfig(dataset="synthetic", data_root="photos")
+    with pytest.raises(ConfigError, match=r"val_root \(--val-root\) must be none"):
+        TrainConfig(dataset="folder", data_root="mine", val_dataset="synthetic", val_root="x")
+    assert TrainConfig(dataset="folder", data_root="mine", val_dataset="synthetic").val_root is None

@@ -209,7 +209,20 @@ def _validate(cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"{_named('device')} must be auto, cpu, cuda, cuda:N or mps; got {cfg.device!r}"
             ) from None
+    _check_data_roots(cfg)
     _check_model_options(cfg)
+
+
+def _check_data_roots(cfg: TrainConfig) -> None:
+    """The synthetic scenes are drawn, not read: a folder given for them is a mistake."""
+    roots = [("data_root", cfg.dataset, cfg.data_root)]
+    roots.append(("val_root", cfg.val_dataset or cfg.dataset, cfg.val_root))
+    for name, dataset, root in roots:
+        if dataset == "synthetic" and root is not None:
+            raise ConfigError(
+                f"{_named(name)} must be none for the synthetic dataset (its scenes are "
+                f"drawn, not read); got {root!r}"
+            )
 
 
 def _check_model_options(cfg: TrainConfig) -> None:

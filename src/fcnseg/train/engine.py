@@ -37,7 +37,6 @@ from fcnseg.data.transforms import eval_transform, train_transform
 from fcnseg.errors import ConfigError
 from fcnseg.nets.registry import build_model
 from fcnseg.nets.surgery import init_from
-from fcnseg.nets.weights import read_state_dict
 from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig, build_train_set, build_val_set, resolve_normalization
 from fcnseg.train.device import memory_format, resolve_precision
@@ -148,7 +147,7 @@ def make_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool = True) -
         dropout=cfg.dropout,
     )
     if pretrained and cfg.init_from:
-        init_from(model, read_state_dict(cfg.init_from))
+        init_from(model, cfg.init_from)  # messages name the file
     return model
 
 
