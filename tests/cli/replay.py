@@ -304,6 +304,41 @@ def _(tmp: Path) -> None:
         raise Failed(f"not validated on VOC2011 seg11valid: {result.stdout}")
 
 
+# Found by review after section 2 was fixed: outputs that would replace a user's file.
+@case("outputs-over-user-files")
+def _(tmp: Path) -> None:
+    run = trained(tmp)
+    before = digest(run)
+    refused(fcnseg("eval", str(run / "best.pt"), "--json", str(run / "best.pt"), cwd=tmp),
+            "--json", "best.pt")  # fmt: skip
+    refused(fcnseg("export", str(run / "best.pt"), str(run / "last.pt"), cwd=tmp), "last.pt")
+    unchanged(before, run, "the run's checkpoints")
+    (tmp / "afile").write_text("mine")
+    photos(tmp / "photos", ["a.png"])
+    refused(fcnseg("predict", str(run / "best.pt"), "photos", "--out", "afile", cwd=tmp),
+            "afile")  # fmt: skip
+    if (tmp / "afile").read_text() != "mine":
+        raise Failed("--out replaced a file")
+
+
+@case("runs-and-flags-found-by-review")
+def _(tmp: Path) -> None:
+    (tmp / "half").mkdir()
+    (tmp / "half" / "config.json").write_text("{}")  # a run killed before its first checkpoint
+    refused(fcnseg("train", *TINY, "--out", "half", cwd=tmp), "--overwrite")
+    run = trained(tmp)
+    refused(fcnseg("train", "--resume", "--recipe", "synthetic-demo", "--out", str(run),
+                   cwd=tmp), "--recipe")  # fmt: skip
+    refused(fcnseg("train", *TINY, "--precision", "fp16", "--device", "cpu", "--out", "f",
+                   cwd=tmp), "fp16")  # fmt: skip
+    refused(fcnseg("eval", str(run / "best.pt"), "--data-root", "nowhere", cwd=tmp),
+            "--data-root")  # fmt: skip
+    data = folder_dataset(tmp / "data", 12)
+    shutil.copy(data / "images" / "004.png", data / "images" / "004.jpg")
+    refused(fcnseg("train", *TINY, "--dataset", "folder", "--data-root", str(data), "--out",
+                   "g", cwd=tmp), "004.jpg", "004.png")  # fmt: skip
+
+
 def run_case(name: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         CASES[name](Path(tmp))
@@ -319,7 +354,7 @@ def main(names: list[str]) -> int:
         except Failed as e:
             failed += 1
             status = f"FAILS: {e}"
-        print(f"{name:<26} {time.time() - tic:5.1f} s  {status}", flush=True)
+        print(f"{name:<32} {time.time() - tic:5.1f} s  {status}", flush=True)
     return 1 if failed else 0
 
 
