@@ -42,6 +42,8 @@ FIELD_HELP = {
     "crop": "random crop size; none: whole images at batch 1",
     "scale": "random scale range, two numbers",
     "flip": "random horizontal flips",
+    "color_jitter": "colour jitter strength s in [0, 1): brightness, contrast and saturation "
+    "factors in [1-s, 1+s], hue shift in [-s/4, s/4] turns, image only; 0: none",
     "batch_size": "images per step, over all processes (per rank: batch_size / world size)",
     "accumulate": "batches per update (gradient accumulation): one update is that of a batch of "
     "accumulate x batch_size images (mean or summed loss over all of them)",
@@ -57,6 +59,8 @@ FIELD_HELP = {
     "warmup": "iterations of linear lr warm-up",
     "normalize_loss": "mean loss over pixels (else the reference's sum)",
     "class_weighting": "'none' or 'median' (median-frequency balancing)",
+    "label_smoothing": "label smoothing e in [0, 1): each pixel's target is 1-e on its class "
+    "plus e spread evenly over all classes; 0: none",
     "precision": "training precision: fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler)",
     "channels_last": "NHWC memory layout (faster convolutions)",
     "compile": "torch.compile the model",

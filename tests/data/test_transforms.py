@@ -1,3 +1,4 @@
+import colorsys
 import random
 
 import numpy as np
@@ -5,7 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fcnseg.data.transforms import Normalize, normalize_image, train_transform
+from fcnseg.data.transforms import (
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomScale,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    normalize_image,
+    train_transform,
+)
 
 # Class c is drawn in colour PALETTE[c]: random colours, so that no blend of two
 # (bilinear interpolation at a block edge) comes within 1/2 of a third.
@@ -114,3 +128,114 @@ def test_imagenet_and_caffe_normalisation():
     assert y.dtype == torch.int64
     with pytest.raises(ValueError, match="unknown normalization 'bgr'"):
         Normalize("bgr")
+
+
+def random_rgb(h: int = 6, w: int = 7, seed: int = 0) -> torch.Tensor:
+    """(3, h, w) float RGB in [0, 1], on the uint8 grid like a decoded photo."""
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, h, w))).float() / 255
+
+
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    r, g, b = rgb.double()
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def test_neutral_factors_change_nothing():
+    rgb = random_rgb()
+    for adjusted in (
+        adjust_brightness(rgb, 1.0),
+        adjust_contrast(rgb, 1.0),
+        adjust_saturation(rgb, 1.0),
+        adjust_hue(rgb, 0.0),
+        adjust_hue(rgb, 1.0),  # a whole turn
+    ):
+        torch.testing.assert_close(adjusted, rgb, rtol=0, atol=1e-6)
+    image = (rgb * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(ColorJitter(0.0)(image, None, random.Random(0))[0], image)
+
+
+def test_brightness_contrast_and_saturation():
+    rgb = random_rgb()
+    torch.testing.assert_close(adjust_brightness(rgb, 0.5), rgb * 0.5)
+    torch.testing.assert_close(adjust_brightness(rgb, 3.0), (rgb * 3).clamp(max=1))
+    mid = 0.25 + rgb / 2  # in [0.25, 0.75]: contrast 1.5 clamps nothing
+    for factor in (0.0, 0.6, 1.5):
+        out = adjust_contrast(mid, factor)
+        torch.testing.assert_close(luma(out).mean(), luma(mid).mean())
+        torch.testing.assert_close(
+            out - luma(out).mean(), factor * (mid - luma(mid).mean()).float()
+        )
+    grey = adjust_saturation(rgb, 0.0)
+    torch.testing.assert_close(grey, luma(rgb).float().expand(3, -1, -1))
+    # Saturation keeps each pixel's grey (nothing clamps below 1).
+    torch.testing.assert_close(luma(adjust_saturation(rgb, 0.5)), luma(rgb))
+
+
+def test_hue_turns_like_colorsys():
+    red = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    green = adjust_hue(red, 1 / 3)
+    torch.testing.assert_close(green, torch.tensor([0.0, 1.0, 0.0])[:, None, None])
+    torch.testing.assert_close(adjust_hue(green, 2 / 3), red)
+    rgb = random_rgb(5, 5, seed=3)
+    rgb[:, 0, 0] = 0.0  # black and a grey: no hue to turn
+    rgb[:, 0, 1] = 0.4
+    for shift in (0.1, -0.3, 0.25):
+        expected = [
+            colorsys.hsv_to_rgb((h + shift) % 1.0, s, v)
+            for h, s, v in (colorsys.rgb_to_hsv(*p) for p in rgb.flatten(1).T.tolist())
+        ]
+        torch.testing.assert_close(
+            adjust_hue(rgb, shift), torch.tensor(expected).T.reshape(3, 5, 5), rtol=0, atol=1e-6
+        )
+
+
+def test_color_jitter_draws_from_its_ranges_and_leaves_the_label():
+    image, label = scene(2, 9, 11)
+    jitter = ColorJitter(0.4)
+    draws = [jitter.draw(random.Random(seed)) for seed in range(200)]
+    for i, (low, high) in enumerate([(0.6, 1.4)] * 3 + [(-0.1, 0.1)]):
+        values = [d[i] for d in draws]
+        assert low <= min(values) < low + 0.05 and high - 0.05 < max(values) <= high
+    out, out_label = jitter(image, label, random.Random(5))
+    assert out_label is label and out.dtype == np.uint8 and out.shape == image.shape
+    again, _ = jitter(image, label, random.Random(5))
+    assert np.array_equal(out, again)
+    # The same as the four adjustments by hand, in the documented order.
+    b, c, s, h = jitter.draw(random.Random(5))
+    rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+    rgb = adjust_hue(adjust_saturation(adjust_contrast(adjust_brightness(rgb, b), c), s), h)
+    expected = (rgb * 255).permute(1, 2, 0).numpy()
+    assert np.abs(out - expected).max() <= 0.5 + 1e-3
+    assert not np.array_equal(out, image)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        ColorJitter(1.0)
+
+
+def test_color_jitter_stays_in_range_at_full_strength():
+    image = np.random.default_rng(1).integers(0, 256, (8, 8, 3)).astype(np.uint8)
+    for extreme in (0.0, 5.0):
+        rgb = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        for adjust in (adjust_brightness, adjust_contrast, adjust_saturation):
+            out = adjust(rgb, extreme)
+            assert out.min() >= 0 and out.max() <= 1
+    x, _ = train_transform(crop=8, color_jitter=0.99)(image, np.zeros((8, 8)), random.Random(2))
+    assert x.isfinite().all()
+
+
+def test_no_jitter_keeps_the_old_pipeline_and_its_draws():
+    """color_jitter=0 adds no step: the outputs and the rng's state after them are those of
+    the pipeline without it. With jitter the image changes and the label does not."""
+    image, label = scene(3, 30, 40)
+    old = Compose([Normalize(), RandomScale(0.5, 2.0), RandomCrop(24), RandomHorizontalFlip()])
+    new = train_transform(scale=(0.5, 2.0), crop=24, flip=True, color_jitter=0.0)
+    jittered = train_transform(scale=(0.5, 2.0), crop=24, flip=True, color_jitter=0.3)
+    for seed in range(5):
+        r_old, r_new = random.Random(seed), random.Random(seed)
+        a, b = old(image, label, r_old), new(image, label, r_new)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert r_old.getstate() == r_new.getstate()
+    x, y = jittered(image, label, random.Random(0))
+    rng = random.Random(0)
+    reference = old(*ColorJitter(0.3)(image, label, rng), rng)
+    assert torch.equal(x, reference[0]) and torch.equal(y, reference[1])
+    assert not torch.equal(x, old(image, label, random.Random(0))[0])

@@ -38,6 +38,8 @@ BAD = [
     ("scale", (0.0, 1.0), "0 < LOW <= HIGH"),
     ("scale", (1.0,), "two numbers"),
     ("flip", None, "true or false"),
+    ("color_jitter", 1.0, "[0, 1)"),
+    ("color_jitter", -0.1, "[0, 1)"),
     ("batch_size", 0, ">= 1"),
     ("accumulate", 0, ">= 1"),
     ("workers", -1, ">= 0"),
@@ -55,6 +57,8 @@ BAD = [
     ("warmup", -1, ">= 0"),
     ("normalize_loss", "false", "true or false"),
     ("class_weighting", "medain", "none, median"),
+    ("label_smoothing", 1.0, "[0, 1)"),
+    ("label_smoothing", -0.01, "[0, 1)"),
     ("precision", "fp8", "fp32, bf16, fp16"),
     ("channels_last", 0, "true or false"),
     ("compile", "no", "true or false"),
@@ -87,6 +91,7 @@ def test_every_field_has_a_refused_value():
     "changes",
     [
         {"momentum": 0.0, "dropout": 0.0, "warmup": 0, "workers": 0, "weight_decay": 0.0},
+        {"color_jitter": 0.999, "label_smoothing": 0.999},
         {"crop": None, "backbone_weights": None, "normalization": None, "val_dataset": None},
         {"crop": 1, "scale": (0.5, 0.5), "seed": 2**32 - 1, "pad": 1, "device": "cuda:3"},
         {"model": "fcn-alexnet", "pad": 100, "batch_norm": False, "width": 1e-3},
@@ -131,6 +136,8 @@ def test_flags_override_only_what_is_given():
     assert config_from("") == recipe
     cfg = config_from("--lr 0.5 --no-flip --scale 1 2 --iterations 7")
     assert cfg == recipe.replace(lr=0.5, flip=False, scale=(1.0, 2.0), iterations=7)
+    cfg = config_from("--color-jitter 0.3 --label-smoothing 0.1")
+    assert cfg == recipe.replace(color_jitter=0.3, label_smoothing=0.1)
 
 
 def test_optional_fields_can_be_set_back_to_none():

@@ -148,6 +148,24 @@ def test_bf16_training_computes_in_bf16(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "last.pt")["model"]["fc6.weight"].dtype == torch.float32
 
 
+def test_color_jitter_and_label_smoothing_reach_the_data_and_the_loss(tmp_path, monkeypatch):
+    seen = {"jitter": [], "smoothing": []}
+
+    def spy(name, key, fn):
+        def wrapped(*args, **kwargs):
+            seen[key].append(kwargs[name])
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(engine, fn.__name__, wrapped)
+
+    spy("color_jitter", "jitter", engine.train_transform)
+    spy("label_smoothing", "smoothing", engine.pixel_loss)
+    cfg = TINY.replace(iterations=1, color_jitter=0.3, label_smoothing=0.1, eval_every=1)
+    train(cfg, tmp_path, progress=False)
+    assert seen == {"jitter": [0.3], "smoothing": [0.1]}
+    assert all(math.isfinite(r["loss"]) for r in records(tmp_path) if "loss" in r)
+
+
 def test_collapsed_predictions_warn(tmp_path, monkeypatch, capsys):
     def predict_background(model):
         with torch.no_grad():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fcnseg.train.loss import loss_denominator, pixel_loss
@@ -46,3 +47,26 @@ def test_parts_with_the_whole_denominator_add_up_to_the_whole_mean():
     # Each part's own mean would weigh the parts equally instead: a different loss.
     own = sum(pixel_loss(logits[i : i + 1], target[i : i + 1], class_weights=w) for i in range(4))
     assert not torch.allclose(own / 4, whole)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_label_smoothing_against_log_softmax_by_hand(weighted, normalize):
+    """Pixel of class y: (1-e) w_y (-log p_y) + (e/C) sum_c w_c (-log p_c), void skipped;
+    the mean divides by the summed w_y of the non-void pixels (the weights' own mean)."""
+    e, n = 0.2, 4
+    logits = torch.randn(2, n, 3, 5, dtype=torch.float64)
+    target = torch.randint(0, n, (2, 3, 5))
+    target[1, 0] = 255
+    valid = target != 255
+    w = torch.tensor([0.5, 2.0, 1.0, 0.0], dtype=torch.float64) if weighted else torch.ones(n)
+    nll = -torch.log_softmax(logits, 1).movedim(1, -1)[valid]  # (P, C): -log p_c per pixel
+    y = target[valid]
+    per_pixel = (1 - e) * w[y] * nll[torch.arange(len(y)), y] + e / n * (nll * w).sum(1)
+    expected = per_pixel.sum() / (w[y].sum() if normalize else 1)
+    loss = pixel_loss(logits, target, normalize=normalize, label_smoothing=e,
+                      class_weights=w if weighted else None)  # fmt: skip
+    torch.testing.assert_close(loss, expected.to(loss.dtype))
+    unsmoothed = pixel_loss(logits, target, normalize=normalize,
+                            class_weights=w if weighted else None)  # fmt: skip
+    assert not torch.allclose(loss, unsmoothed)

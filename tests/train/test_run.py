@@ -104,10 +104,13 @@ def test_start_clears_temp_files_and_cuts_the_log(tmp_path):
 def test_check_resume_names_what_would_mix_two_runs():
     harmless = TINY.replace(iterations=9, eval_every=3, log_every=2, workers=2, device="cpu")
     check_resume(TINY, harmless, at=2, force=False)
-    changed = TINY.replace(width=0.125, lr=0.5, iterations=9)
+    changed = TINY.replace(width=0.125, lr=0.5, iterations=9, color_jitter=0.2,
+                           label_smoothing=0.1)  # fmt: skip
     with pytest.raises(ConfigError) as e:
         check_resume(TINY, changed, at=2, force=False)
     assert "width (--width) 0.0625 -> 0.125" in str(e.value)
+    assert "color_jitter (--color-jitter) 0.0 -> 0.2" in str(e.value)
+    assert "label_smoothing (--label-smoothing) 0.0 -> 0.1" in str(e.value)
     assert "lr (--lr) 0.01 -> 0.5" in str(e.value) and "--force" in str(e.value)
     assert "iterations" not in str(e.value)
     check_resume(TINY, changed, at=2, force=True)

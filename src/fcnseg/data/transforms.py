@@ -2,7 +2,9 @@
 
 Images are normalised first (uint8 (H, W, 3) -> float (3, H, W)); geometry then
 acts on tensors, labels resized with nearest neighbour only and padded with void.
-Evaluation uses :func:`normalize` alone, on the whole image at its own size.
+Only the optional colour jitter comes before, on the uint8 RGB image itself, so it
+means the same for every normalisation. Evaluation uses :func:`normalize` alone, on
+the whole image at its own size.
 
 Every transform is called as ``t(image, label, rng)``: the random ones draw only
 from ``rng`` (a :class:`random.Random`), never from the global ``random``, so a
@@ -51,6 +53,122 @@ class Normalize:
         self, image: np.ndarray, label: np.ndarray, rng: random.Random | None = None
     ) -> Pair:
         return normalize_image(image, self.mode), torch.from_numpy(np.asarray(label, np.int64))
+
+
+# ITU-R BT.601 luma, the grey of PIL's "L" mode (and torchvision's).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def grayscale(rgb: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB -> (H, W) luma ``0.299 R + 0.587 G + 0.114 B``."""
+    return torch.tensordot(torch.tensor(_LUMA, dtype=rgb.dtype), rgb, dims=1)
+
+
+def _blend(rgb: torch.Tensor, toward: torch.Tensor, factor: float) -> torch.Tensor:
+    """``factor`` of ``rgb`` plus ``1 - factor`` of ``toward``, clamped to [0, 1]."""
+    return (factor * rgb + (1 - factor) * toward).clamp(0, 1)
+
+
+def adjust_brightness(rgb: torch.Tensor, factor: float) -> torch.Tensor:
+    """(3, H, W) RGB in [0, 1] times ``factor`` (0: black, 1: unchanged), clamped."""
+    return (rgb * factor).clamp(0, 1)
+
+
+def adjust_contrast(rgb: torch.Tensor, factor: float) -> torch.Tensor:
+    """(3, H, W) RGB in [0, 1] blended with its mean grey (0: flat grey, 1: unchanged).
+
+    The mean grey is kept wherever nothing is clamped.
+    """
+    return _blend(rgb, grayscale(rgb).mean(), factor)
+
+
+def adjust_saturation(rgb: torch.Tensor, factor: float) -> torch.Tensor:
+    """(3, H, W) RGB in [0, 1] blended with each pixel's grey (0: greyscale, 1: unchanged)."""
+    return _blend(rgb, grayscale(rgb)[None], factor)
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB in [0, 1] -> (3, H, W) hue in [0, 1) turns, saturation, value.
+
+    Greys (max == min) get hue 0, black gets saturation 0 (as :mod:`colorsys`).
+    """
+    r, g, b = rgb.unbind(0)
+    v = rgb.amax(0)
+    delta = v - rgb.amin(0)
+    # Greys and black divide by 1 instead of 0: their quotients are discarded, no NaNs.
+    span = torch.where(delta > 0, delta, 1.0)
+    s = torch.where(v > 0, delta / torch.where(v > 0, v, 1.0), 0.0)
+    # The hue's sixth of a turn is set by the largest channel (red wins ties, then green).
+    sixths = torch.where(
+        v == r, (g - b) / span, torch.where(v == g, (b - r) / span + 2, (r - g) / span + 4)
+    )
+    h = torch.where(delta > 0, (sixths / 6) % 1.0, 0.0)
+    return torch.stack((h, s, v))
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) hue (turns, any real), saturation, value -> (3, H, W) RGB.
+
+    Each channel is ``v - v s clamp(min(k, 4 - k), 0, 1)`` with
+    ``k = (n + 6 h) mod 6`` and n = 5, 3, 1 for R, G, B: the piecewise-linear
+    hexcone, written without a case per sixth.
+    """
+    h, s, v = hsv.unbind(0)
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype)[:, None, None]
+    k = (n + 6 * h) % 6
+    return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def adjust_hue(rgb: torch.Tensor, shift: float) -> torch.Tensor:
+    """(3, H, W) RGB in [0, 1] with its hue turned by ``shift`` turns (1/3: red -> green)."""
+    h, s, v = rgb_to_hsv(rgb).unbind(0)
+    return hsv_to_rgb(torch.stack(((h + shift) % 1.0, s, v)))
+
+
+class ColorJitter:
+    """Random brightness, contrast, saturation and hue of the image; the label is untouched.
+
+    With strength ``s``: brightness, contrast and saturation factors drawn uniformly
+    from ``[1 - s, 1 + s]``, and a hue shift from ``[-s/4, s/4]`` turns. This is
+    torchvision's ``ColorJitter(s, s, s, s / 4)``, with two differences: the four are
+    applied in a fixed order (brightness, contrast, saturation, hue; torchvision
+    shuffles it), and the four factors are always drawn, in that order, from the
+    caller's ``rng``. Contrast and saturation blend toward luma grey
+    (:func:`grayscale`), hue turns in HSV.
+
+    It acts on the (H, W, 3) uint8 RGB image before :class:`Normalize` and returns
+    one (rounded: at most 1/510 off the exact colour), so it means the same for every
+    normalisation.
+
+    Example:
+        >>> image = np.full((2, 2, 3), 128, np.uint8)
+        >>> out, _ = ColorJitter(0.4)(image, np.zeros((2, 2)), random.Random(0))
+        >>> out.shape, out.dtype
+        ((2, 2, 3), dtype('uint8'))
+    """
+
+    def __init__(self, strength: float) -> None:
+        if not 0 <= strength < 1:
+            raise ValueError(f"colour jitter strength must be in [0, 1); got {strength!r}")
+        self.strength = strength
+
+    def draw(self, rng: random.Random) -> tuple[float, float, float, float]:
+        """Brightness, contrast and saturation factors, and the hue shift (turns)."""
+        s = self.strength
+        factors = tuple(rng.uniform(1 - s, 1 + s) for _ in range(3))
+        return (*factors, rng.uniform(-s / 4, s / 4))
+
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: random.Random
+    ) -> tuple[np.ndarray, np.ndarray]:
+        brightness, contrast, saturation, hue = self.draw(rng)
+        rgb = torch.from_numpy(np.asarray(image, np.uint8)).permute(2, 0, 1).float() / 255
+        rgb = adjust_brightness(rgb, brightness)  # (3, H, W) in [0, 1]
+        rgb = adjust_contrast(rgb, contrast)
+        rgb = adjust_saturation(rgb, saturation)
+        rgb = adjust_hue(rgb, hue)
+        out = (rgb * 255).round().to(torch.uint8).permute(1, 2, 0)
+        return out.numpy(), label
 
 
 class RandomScale:
@@ -119,9 +237,16 @@ def train_transform(
     scale: tuple[float, float] | None = None,
     crop: int | None = None,
     flip: bool = True,
+    color_jitter: float = 0.0,
 ) -> Compose:
-    """The training augmentation: normalise, random scale, random crop, flip."""
-    ts: list[Callable] = [Normalize(normalization)]
+    """The training augmentation: colour jitter, normalise, random scale, random crop, flip.
+
+    A step that would change nothing (jitter 0, scale (1, 1), no crop, no flip) is left
+    out, so it draws nothing from the rng either: adding a knob at its off value keeps
+    every other draw of a recipe as it was.
+    """
+    ts: list[Callable] = [ColorJitter(color_jitter)] if color_jitter else []
+    ts.append(Normalize(normalization))
     if scale is not None and tuple(scale) != (1.0, 1.0):
         ts.append(RandomScale(*scale))
     if crop:

@@ -60,6 +60,7 @@ class TrainConfig:
     crop: int | None = None  # None: whole images, batch 1 (the reference)
     scale: tuple[float, float] = (1.0, 1.0)
     flip: bool = True
+    color_jitter: float = 0.0  # 0: none; s: brightness/contrast/saturation x [1-s, 1+s]
     batch_size: int = 1
     accumulate: int = 1  # gradient accumulation (the reference's iter_size)
     workers: int = 0
@@ -75,6 +76,7 @@ class TrainConfig:
     warmup: int = 0
     normalize_loss: bool = True  # False: the reference's summed loss
     class_weighting: str = "none"  # or "median" (median-frequency balancing)
+    label_smoothing: float = 0.0  # 0: one-hot targets (the paper)
     # speed (see "Training at scale" in the README)
     precision: str = "fp32"  # "bf16" or "fp16" (autocast; fp16 with a grad scaler)
     channels_last: bool = False
@@ -169,6 +171,7 @@ _RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "pad": (lambda v: v >= 1, ">= 1 (100: the reference; 1: the efficient geometry)"),
     "crop": (lambda v: v >= 1, ">= 1, or none for whole images"),
     "scale": (lambda v: 0 < v[0] <= v[1], "two numbers 0 < LOW <= HIGH"),
+    "color_jitter": (lambda v: 0 <= v < 1, "in [0, 1) (0: no jitter)"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "accumulate": (lambda v: v >= 1, ">= 1"),
     "workers": (lambda v: v >= 0, ">= 0"),
@@ -179,6 +182,7 @@ _RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "bias_lr_mult": (lambda v: v >= 0, ">= 0"),
     "poly_power": (lambda v: v >= 0, ">= 0"),
     "warmup": (lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1) (0: no smoothing)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval_every": (lambda v: v >= 1, ">= 1"),
     "log_every": (lambda v: v >= 1, ">= 1"),

@@ -327,7 +327,11 @@ def _load_data(cfg: TrainConfig, ctx: Context, progress: bool) -> _Data:
         )
     weights = median_frequency_weights(train_set) if cfg.class_weighting == "median" else None
     transform = train_transform(
-        normalization=cfg.normalization, scale=cfg.scale, crop=cfg.crop, flip=cfg.flip
+        normalization=cfg.normalization,
+        scale=cfg.scale,
+        crop=cfg.crop,
+        flip=cfg.flip,
+        color_jitter=cfg.color_jitter,
     )
     return _Data(train_set.info, Seeded(train_set, transform), val_set, weights)
 
@@ -528,7 +532,8 @@ def _step_loss(
     with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
         logits = net(images, seeds=seeds)
     return pixel_loss(logits.float(), labels, normalize=cfg.normalize_loss,
-                      class_weights=class_weights, denominator=denominator)  # fmt: skip
+                      class_weights=class_weights, denominator=denominator,
+                      label_smoothing=cfg.label_smoothing)  # fmt: skip
 
 
 def _log_loss(t: _Trainer, run: RunFolder, bar: tqdm, losses: list[float], seconds: float) -> None:

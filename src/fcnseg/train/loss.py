@@ -7,6 +7,11 @@ non-void pixels (weighted by class weights when given), for ordinary lrs (~1e-3)
 
 Training computes the same mean over the pixels of a whole update (every rank,
 every accumulation step) by passing that update's ``denominator``.
+
+Label smoothing ``e`` (off in every recipe) is PyTorch's: a pixel of class ``y``
+costs ``(1 - e) w_y (-log p_y) + (e / C) sum_c w_c (-log p_c)``, so with class
+weights the smoothing term weighs each class by its own weight, not the pixel's.
+The mean still divides by the pixels' summed ``w_y`` (as ``reduction="mean"``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def pixel_loss(
     class_weights: torch.Tensor | None = None,
     ignore_index: int = IGNORE_INDEX,
     denominator: torch.Tensor | float | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Softmax cross-entropy at every non-void pixel.
 
@@ -40,6 +46,9 @@ def pixel_loss(
             (default: :func:`loss_denominator` of ``target``). A larger batch this
             one is part of passes its own, so that the parts' losses add up to
             the mean over the whole.
+        label_smoothing: ``e`` in [0, 1): the target is ``1 - e`` on the pixel's
+            class plus ``e / C`` on every class (see the module docstring for
+            how it combines with ``class_weights``).
 
     Returns:
         A scalar; zero (with gradient) when the denominator is zero (every pixel void).
@@ -47,7 +56,12 @@ def pixel_loss(
     if class_weights is not None:
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
     total = F.cross_entropy(
-        logits, target, weight=class_weights, ignore_index=ignore_index, reduction="sum"
+        logits,
+        target,
+        weight=class_weights,
+        ignore_index=ignore_index,
+        reduction="sum",
+        label_smoothing=label_smoothing,
     )
     if not normalize:
         return total
