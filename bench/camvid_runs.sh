@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CamVid runs reported in the README, on this machine's 2 CPU cores:
 #   bash bench/camvid_runs.sh main            # the camvid-fcn8s recipe (the README's result)
-#   bash bench/camvid_runs.sh heldout         # camvid-fcn8s-heldout: chosen and scored on
-#                                             # drive 0006R0, which it never trains on
+#   bash bench/camvid_runs.sh heldout [FLAG...]  # camvid-fcn8s-heldout: chosen and scored on
+#                         # drive 0006R0, which it never trains on; FLAGs change the recipe
+#                         # (an ablation: its run is named after them)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -35,7 +36,10 @@ timed() {  # name, then the train arguments
 
 case "${1:-main}" in
   main) timed camvid-fcn8s --recipe camvid-fcn8s ;;
-  heldout) timed camvid-fcn8s-heldout --recipe camvid-fcn8s-heldout ;;
+  heldout)
+    shift
+    suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' ' '_')
+    timed "camvid-fcn8s-heldout${suffix:+_$suffix}" --recipe camvid-fcn8s-heldout "$@" ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")
