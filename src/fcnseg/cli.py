@@ -258,7 +258,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"warning: {metrics['warning']}")
     if args.json:
         result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
-                  "split": cfg.val_split, "classes": list(names), **json_safe(metrics)}  # fmt: skip
+                  "split": cfg.val_split, "classes": list(names), **_tta(args),
+                  **json_safe(metrics)}  # fmt: skip
         write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
     return 0

@@ -39,6 +39,7 @@ def run(tmp_path_factory):
     """A run on a 4-class folder dataset (30 images, 3 for validation) that starts from
     random score layers: its predictions vary, so a wrong evaluation shows."""
     tmp = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)  # a module fixture: set up before the per-test seeding
     data = folder_dataset(tmp / "data", 30, ["c0", "c1", "c2", "c3"])
     start = randomize_scores(fcnseg.build_model("fcn8s", 4, width=0.0625, batch_norm=True), 1.0)
     torch.save({"model": start.state_dict()}, tmp / "start.pt")

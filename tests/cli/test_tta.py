@@ -43,7 +43,9 @@ def test_eval_and_predict_take_tta_from_the_command_line(checkpoint, tmp_path, c
             "--tta-scales", *map(str, scales)]  # fmt: skip
     assert main(["eval", str(tmp_path / "varied.pt"), "--json", str(tmp_path / "m.json"),
                  *args]) == 0  # fmt: skip
-    got = json.loads((tmp_path / "m.json").read_text())["per_class_iu"]
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert (result["tta_flip"], result["tta_scales"]) == (True, list(scales))
+    got = result["per_class_iu"]
     want = expected.compute()["per_class_iu"]
     assert [v is None for v in got] == [v != v for v in want]  # NaN (absent class) -> null
     assert [v for v in got if v is not None] == pytest.approx([v for v in want if v == v])
