@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from fcnseg.atomic import atomic_write
 from fcnseg.data.synthetic import SyntheticDataset
-from fcnseg.train.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from fcnseg.train.checkpoint import load_checkpoint, save_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.engine import train
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from fcnseg.atomic import atomic_write
 from fcnseg.data.dataset import FileDataset, SegmentationDataset
 from fcnseg.data.images import default_max_pixels
 from fcnseg.data.info import DataError
@@ -133,14 +134,5 @@ def _write_cache(path: Path, entries: dict[str, dict]) -> None:
 
     The cache only saves time, so a folder that cannot be written is skipped.
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(entries, f)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+    with suppress(OSError):
+        atomic_write(path, lambda f: f.write(json.dumps(entries).encode()))

@@ -12,7 +12,6 @@ import copy
 import hashlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.atomic import replaced_atomically
 from fcnseg.errors import ConfigError, UserError
 
 ONNX_HELP = "ONNX export needs the 'export' extra: pip install 'fcnseg[export]'"
@@ -43,22 +43,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _replaced_atomically(path: Path) -> Iterator[Path]:
-    """A temp file beside ``path``, renamed over it when the block succeeds and removed
-    when it fails: ``path`` is always the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:  # on disk before the rename makes it the file
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -115,7 +99,7 @@ def export_onnx(
             verbose=False,
         )
     program.model.metadata_props.update(metadata or {})
-    with _replaced_atomically(Path(path)) as tmp:
+    with replaced_atomically(path) as tmp:
         # One file: external weight data would be named after the temp file.
         program.save(tmp, external_data=False)
 

@@ -28,10 +28,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from fcnseg.atomic import atomic_write
 from fcnseg.data.images import IMAGE_SUFFIXES, overlay, save_label
 from fcnseg.data.info import DataError
 from fcnseg.errors import ConfigError
-from fcnseg.train.checkpoint import atomic_write
 
 if TYPE_CHECKING:
     from fcnseg.deploy.inference import Segmenter

@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from fcnseg.atomic import atomic_write
 from fcnseg.errors import ConfigError, UserError
-from fcnseg.train.checkpoint import atomic_write, save_checkpoint
+from fcnseg.train.checkpoint import save_checkpoint
 from fcnseg.train.config import TrainConfig, option_name
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
