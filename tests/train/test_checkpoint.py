@@ -69,7 +69,7 @@ def _is_torn(tmp) -> bool:
         return False
     try:
         torch.load(tmp)
-    except (RuntimeError, EOFError):  # a truncated zip archive, or not even its header
+    except (RuntimeError, EOFError, OSError):  # a truncated zip (torch says EINVAL), or less
         return True
     return False
 
