@@ -308,7 +308,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     plan = plan_outputs(items if args.inputs else names, names, out, not args.no_overlay)
     check_plan(plan, inputs, overwrite=args.overwrite)
     chunk = 4 * args.batch_size  # images held in memory at once
-    written = write_predictions(seg, plan, items, load, info.colors, chunk)
+    written = write_predictions(seg, plan, items, load, info, chunk)
     images = f"{len(items)} image{'s' if len(items) > 1 else ''}"
     print(f"predictions for {images} written to {out}/: {written} files "
           f"(<name>.png: labels with the {info.name} palette"

@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from fcnseg.atomic import atomic_write
 from fcnseg.data.images import IMAGE_SUFFIXES, overlay, save_label
-from fcnseg.data.info import DataError
+from fcnseg.data.info import DataError, DatasetInfo
+from fcnseg.data.legend import with_legend
 from fcnseg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -168,11 +169,12 @@ def write_predictions(
     plan: Sequence[Planned],
     items: Sequence,
     load: Callable[[object], np.ndarray],
-    colors: Sequence[tuple[int, int, int]],
+    info: DatasetInfo,
     chunk: int,
 ) -> int:
     """Predict ``load(item)`` for each item and write its planned files, ``chunk``
-    images in memory at a time. Returns the number of files written."""
+    images in memory at a time: the label map in ``info``'s palette, and the overlay
+    with a legend of the classes present below it. Returns the number of files written."""
     written = 0
     starts = range(0, len(items), chunk)
     for start in tqdm(starts, desc="predict", disable=len(starts) <= 1):
@@ -180,9 +182,11 @@ def write_predictions(
         labels = segmenter.predict(images)
         for planned, image, label in zip(plan[start : start + chunk], images, labels, strict=True):
             planned.label.parent.mkdir(parents=True, exist_ok=True)
-            save_label(label, planned.label, colors)
+            save_label(label, planned.label, info.colors)
             if planned.overlay is not None:
-                Image.fromarray(overlay(image, label, colors)).save(planned.overlay)
+                picture = overlay(image, label, info.colors)
+                picture = with_legend(picture, label, info.classes, info.colors)
+                Image.fromarray(picture).save(planned.overlay)
             written += len(planned.files)
     return written
 
