@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/fcnseg predict $(RUN_DIR)/best.pt --dataset synthetic --split val --limit 6 --out $(RUN_DIR)/predictions --overwrite
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
 
 test: lint
 	$(BIN)/python -m pytest -q
