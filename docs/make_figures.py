@@ -504,7 +504,6 @@ def draw_geometry(s: Section, path: Path, span: tuple[float, float] = (-100, 40)
         "image": (None, "black"),
     }
     fig, ax = plt.subplots(figsize=(12, 4.2))
-    kept_at = {}
     for r, (label, (key, color)) in enumerate(rows.items()):
         offset, stride, crop = s.arrays[key] if key else (0.0, 1.0, 0.0)
         y = len(rows) - 1 - r
@@ -515,7 +514,6 @@ def draw_geometry(s: Section, path: Path, span: tuple[float, float] = (-100, 40)
         ax.scatter(x[cut], np.full(cut.sum(), y), s=22, facecolors="none", edgecolors="0.55")
         ax.scatter(x[~cut], np.full((~cut).sum(), y), s=22, color=color)
         ax.text(span[0] - 3, y, f"{label}\nstride {exact(stride)}", ha="right", va="center")
-        kept_at[y] = x[~cut][0]
         if crop:
             ax.annotate(f"crop {exact(crop)}: pixel {exact(crop)} is the first kept",
                         (x[~cut][0], y), (x[~cut][0] + 4, y + 0.35), fontsize=9)  # fmt: skip
