@@ -13,8 +13,9 @@ ALLOWED = {
     "data": {"data", "nets"},
     "train": {"train", "data", "nets"},
     "deploy": {"deploy", "train", "data", "nets"},
+    "serve": {"serve", "deploy", "train", "data", "nets"},
 }
-FORBIDDEN_MODULES = {"deploy": {"fcnseg.train.engine"}}
+FORBIDDEN_MODULES = {"deploy": {"fcnseg.train.engine"}, "serve": {"fcnseg.train.engine"}}
 
 
 def imports_of(path: pathlib.Path) -> set[str]:

@@ -1,10 +1,11 @@
-"""The ``fcnseg`` command: train, eval, predict, models, datasets."""
+"""The ``fcnseg`` command: train, eval, predict, report, serve, models, datasets."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import functools
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -139,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"done in {time.time() - tic:.0f} s: val mean IU {result['mean_iu']:.4f} "
           f"(best {result['best_mean_iu']:.4f}); checkpoints in {out}")  # fmt: skip
+    print(f"report of the run: fcnseg report {shlex.quote(str(out))}")
     return 0
 
 
@@ -337,6 +339,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from fcnseg.report.html import make_report
+
+    path = make_report(args.run_dir, args.output, overwrite=args.overwrite, device=args.device,
+                       batch_size=args.batch_size, examples=args.examples)  # fmt: skip
+    print(f"report written to {path} (one file, images inside: opens offline)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from fcnseg.serve.launch import serve
+    except ModuleNotFoundError as e:  # the serve extra is not installed
+        if e.name not in ("fastapi", "starlette", "anyio", "uvicorn", "prometheus_client",
+                          "python_multipart"):  # fmt: skip
+            raise
+        raise UserError(f"fcnseg serve needs {e.name}: pip install 'fcnseg[serve]'") from None
+    from fcnseg.serve.config import Limits, ServeOptions
+
+    limits = Limits(max_body_bytes=round(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
+                    max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+                    max_queue=args.max_queue, read_timeout_s=args.read_timeout,
+                    max_connections=args.max_connections)  # fmt: skip
+    options = ServeOptions(args.checkpoint, args.backend, args.precision, args.device, limits)
+    serve(options, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from fcnseg.nets.registry import MODELS, build_model
 
@@ -456,6 +486,70 @@ def _add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_report(sub) -> None:
+    helptext = "write a run's report: one HTML page with its curves, metrics and images"
+    p = sub.add_parser("report", help=helptext, description=helptext + "; best.pt is "
+                       "evaluated on the run's validation split")  # fmt: skip
+    p.add_argument("run_dir", help="a run folder written by fcnseg train (its --out)")
+    p.add_argument("-o", "--output", help="the .html file to write (default: "
+                   "RUN_DIR/report.html); an earlier report there is replaced")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output file even if it is not a report")  # fmt: skip
+    p.add_argument("--examples", type=positive_int, default=3,
+                   help="best and worst validation images shown, each")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, default=4,
+                   help="same-size images per pass")  # fmt: skip
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_serve(sub) -> None:
+    from fcnseg.serve.config import Limits  # no extra needed: the defaults only
+
+    limits = Limits()
+    helptext = "serve a checkpoint: an HTTP API (POST /v1/segment) and a web page"
+    p = sub.add_parser("serve", help=helptext, description=helptext + "; needs the serve "
+                       "extra (pip install 'fcnseg[serve]')")  # fmt: skip
+    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s; 0.0.0.0: all)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="processes answering on the port, each with its own model")  # fmt: skip
+    p.add_argument("--threads", type=positive_int,
+                   help="torch threads per process (default: all cores)")  # fmt: skip
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                   help="as fcnseg predict's")  # fmt: skip
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    group = p.add_argument_group("limits (shown by GET /v1/model)")
+    group.add_argument("--max-body-mb", type=positive_float,
+                       default=limits.max_body_bytes / 2**20,
+                       help="largest request body in MiB; more: 413 "
+                       "(default: %(default)g)")  # fmt: skip
+    group.add_argument("--max-pixels", type=int, default=limits.max_pixels,
+                       help="largest image (width x height), read from its header before "
+                       "decoding; more: 413; also the most pixels in one batch "
+                       "(default: %(default)s)")  # fmt: skip
+    group.add_argument("--max-batch", type=int, default=limits.max_batch,
+                       help="most same-size images in one forward pass "
+                       "(default: %(default)s)")  # fmt: skip
+    group.add_argument("--batch-wait-ms", type=float, default=limits.batch_wait_ms,
+                       help="how long an image waits for others of its size "
+                       "(default: %(default)g)")  # fmt: skip
+    group.add_argument("--max-queue", type=int, default=limits.max_queue,
+                       help="images waiting for the model; more: 503 with Retry-After "
+                       "(default: %(default)s)")  # fmt: skip
+    group.add_argument("--read-timeout", type=float, default=limits.read_timeout_s,
+                       help="seconds a client has to send the body; more: 408 "
+                       "(default: %(default)g)")  # fmt: skip
+    group.add_argument("--max-connections", type=int, default=limits.max_connections,
+                       help="open connections at once, per worker; more: 503 "
+                       "(default: %(default)s)")  # fmt: skip
+    p.set_defaults(func=cmd_serve)
+
+
 def _add_listings(sub) -> None:
     p = sub.add_parser("models", help="list the models", description="List registered models.")
     p.add_argument("--geometry", action="store_true", help="print each net's crop offsets")
@@ -469,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_listings):
+    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_report, _add_serve,
+                _add_listings):  # fmt: skip
         add(sub)
     return parser
 
