@@ -1,10 +1,14 @@
 import dataclasses
 import io
+import socket
+import threading
+import time
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -51,6 +55,26 @@ def serving(checkpoint, segmenter=None, **limits):
     """A TestClient of an app for the tiny checkpoint, started (its lifespan run)."""
     with TestClient(create_app(options(checkpoint, **limits), segmenter)) as client:
         yield client
+
+
+@contextmanager
+def live_server(app, **config):
+    """``app`` served by uvicorn on 127.0.0.1 (a free port) in a thread: its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
 
 
 @pytest.fixture(scope="package")
