@@ -1,0 +1,43 @@
+"""What a bench ran on: the CPU, the flags that decide its speed, the engines' versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+# The instruction sets that decide which kernels run (fp32 / bf16 / int8 dot products).
+FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def describe() -> dict:
+    """The CPU's name and relevant flags, torch's threads and version, Python's version."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor(),
+        "cores": len(os.sched_getaffinity(0)),
+        "flags": [f for f in FLAGS if f in flags],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+if __name__ == "__main__":
+    print(describe())
