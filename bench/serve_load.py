@@ -23,6 +23,7 @@ import io
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import struct
@@ -209,10 +210,25 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
-def batches(url: str) -> tuple[float, float]:
-    """(forward passes, images) so far, from the server's metrics."""
-    text = httpx.get(url + "/metrics").text
-    return metric(text, "fcnseg_batch_size_count"), metric(text, "fcnseg_batch_size_sum")
+def scrape_workers(url: str, workers: int) -> dict[str, str]:
+    """``/metrics`` of each worker process, by pid: each new connection reaches one
+    of them, so scrape until all have answered."""
+    texts, deadline = {}, time.monotonic() + 60  # a worker may still be loading its model
+    while time.monotonic() < deadline:
+        text = httpx.get(url + "/metrics").text
+        pid = re.search(r'^fcnseg_worker_info\{pid="(\d+)"\}', text, re.M).group(1)
+        texts[pid] = text
+        if len(texts) == workers:
+            return texts
+        time.sleep(0.01)
+    raise RuntimeError(f"only {len(texts)} of {workers} workers answered /metrics")
+
+
+def batches(url: str, workers: int) -> tuple[float, float]:
+    """(forward passes, images) so far, summed over the workers' metrics."""
+    texts = scrape_workers(url, workers).values()
+    return (sum(metric(t, "fcnseg_batch_size_count") for t in texts),
+            sum(metric(t, "fcnseg_batch_size_sum") for t in texts))  # fmt: skip
 
 
 def summarize(outcomes: list[Outcome], wall_s: float, before, after, healthy: bool) -> dict:
@@ -272,19 +288,21 @@ def _ready(url: str) -> bool:
         return False
 
 
-def healthy(url: str) -> bool:
-    """Alive, ready, and nothing left in the queue."""
+def healthy(url: str, workers: int) -> bool:
+    """Alive, ready, and nothing left in any worker's queue."""
     ok = all(httpx.get(url + p).status_code == 200 for p in ("/healthz", "/readyz"))
-    return ok and metric(httpx.get(url + "/metrics").text, "fcnseg_queue_depth") == 0
+    texts = scrape_workers(url, workers).values()
+    return ok and all(metric(t, "fcnseg_queue_depth") == 0 for t in texts)
 
 
-def run_load(url: str, cases: list[Case], concurrency: int, labels) -> dict:
-    """Send the cases against a ready server; the summary (:func:`summarize`)."""
-    before = batches(url)
+def run_load(url: str, cases: list[Case], concurrency: int, labels, workers: int = 1) -> dict:
+    """Send the cases against a ready server of ``workers`` processes; the summary
+    (:func:`summarize`)."""
+    before = batches(url, workers)
     tic = time.perf_counter()
     outcomes = asyncio.run(send_all(url, cases, concurrency, labels))
     wall = time.perf_counter() - tic
-    return summarize(outcomes, wall, before, batches(url), healthy(url))
+    return summarize(outcomes, wall, before, batches(url, workers), healthy(url, workers))
 
 
 def train_tiny(folder: Path) -> Path:
@@ -336,7 +354,7 @@ def main() -> None:
             model = httpx.get(url + "/v1/model").json()
             bad = malformed_cases(images[0], **model["limits"])
             cases = plan(args.requests, args.malformed_every, images, bad)
-            results = run_load(url, cases, args.concurrency, labels)
+            results = run_load(url, cases, args.concurrency, labels, args.workers)
     report = {
         "command": "python bench/serve_load.py " + " ".join(sys.argv[1:]),
         "machine": machine(),

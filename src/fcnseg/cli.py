@@ -362,8 +362,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                     max_queue=args.max_queue, read_timeout_s=args.read_timeout,
                     max_connections=args.max_connections)  # fmt: skip
-    options = ServeOptions(args.checkpoint, args.backend, args.precision, args.device, limits)
-    serve(options, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    options = ServeOptions(args.checkpoint, args.backend, args.precision, args.device, limits,
+                           args.threads)  # fmt: skip
+    serve(options, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 

@@ -1,17 +1,15 @@
 """``fcnseg serve``: user errors are one line before anything listens; several
 workers answer on one port."""
 
-import signal
-import socket
-import subprocess
+import os
 import sys
-import time
 
 import httpx
 import numpy as np
 import pytest
 import uvicorn
 
+from bench.serve_load import fcnseg_serve, scrape_workers
 from fcnseg.cli import main
 from tests.serve.conftest import png_bytes
 
@@ -81,41 +79,26 @@ def test_one_worker_serves_the_loaded_app(checkpoint, capsys, no_server):
     assert "http://127.0.0.1:8123/ with 1 worker" in capsys.readouterr().out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_workers_answer_on_one_port(checkpoint, tmp_path):
-    port = free_port()
-    command = [sys.executable, "-m", "fcnseg", "serve", str(checkpoint), "--port", str(port),
-               "--workers", "2", "--threads", "1", "--precision", "fp32", "--device", "cpu",
-               "--max-pixels", "4000"]  # fmt: skip
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        pids = set()
-        deadline = time.monotonic() + 120
-        while len(pids) < 2 and time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            try:  # a new connection each time: the kernel hands it to either worker
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    pids.add(httpx.get(f"{url}/healthz", timeout=5).json()["pid"])
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert len(pids) == 2 and server.pid not in pids, (tmp_path / "serve.log").read_text()
+    flags = ["--workers", "2", "--threads", "1", "--precision", "fp32", "--device", "cpu",
+             "--max-pixels", "4000"]  # fmt: skip
+    with fcnseg_serve(checkpoint, flags, tmp_path / "serve.log") as url:
         model = httpx.get(f"{url}/v1/model").json()
         assert model["limits"]["max_pixels"] == 4000  # the options reached the workers
+        assert model["threads"] == 1
         image = png_bytes(np.zeros((40, 50, 3), np.uint8))
         for _ in range(6):
             response = httpx.post(f"{url}/v1/segment?format=json", content=image, timeout=30)
             assert response.status_code == 200 and response.json()["width"] == 50
         too_big = png_bytes(np.zeros((70, 60, 3), np.uint8))  # 4,200 pixels
         assert httpx.post(f"{url}/v1/segment", content=too_big).status_code == 413
-    finally:
-        server.send_signal(signal.SIGINT)
-        assert server.wait(60) == 0
-        log.close()
+        workers = scrape_workers(url, 2)  # each worker's own metrics, by pid
+        served = [metric(text, "/v1/segment") for text in workers.values()]
+        assert sum(served) == 7 and os.getpid() not in map(int, workers)
     assert "Finished server process" in (tmp_path / "serve.log").read_text()
+
+
+def metric(text: str, path: str) -> float:
+    """Requests to ``path`` counted in one worker's metrics, any status."""
+    rows = [row for row in text.splitlines() if row.startswith("fcnseg_requests_total{")]
+    return sum(float(row.split()[-1]) for row in rows if f'path="{path}"' in row)

@@ -61,11 +61,14 @@ NORMALIZATION_VALUES = {
 
 
 def load_segmenter(options: ServeOptions) -> Segmenter:
-    """The checkpoint as ``fcnseg predict`` loads it, batches of up to ``max_batch``.
+    """The checkpoint as ``fcnseg predict`` loads it, batches of up to ``max_batch``;
+    sets torch's threads in this process if the options say.
 
     Raises:
         UserError: the checkpoint, backend, precision or device cannot be used.
     """
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     return Segmenter.from_checkpoint(
         options.checkpoint,
         backend=options.backend,
@@ -96,6 +99,7 @@ def describe_model(segmenter: Segmenter, options: ServeOptions) -> dict:
         "precision": PRECISION_NAMES[segmenter.dtype],
         "backend": options.backend,
         "device": str(segmenter.device),
+        "threads": torch.get_num_threads(),
         "limits": dataclasses.asdict(options.limits),
     }
 
@@ -142,7 +146,9 @@ def create_app(options: ServeOptions, segmenter: Segmenter | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        seg = segmenter or await run_in_threadpool(load_segmenter, options)
+        seg = (
+            segmenter if segmenter is not None else await run_in_threadpool(load_segmenter, options)
+        )
         state["model"] = describe_model(seg, options)
         state["info"] = DatasetInfo(**seg.checkpoint["dataset"])
         batcher = MicroBatcher(

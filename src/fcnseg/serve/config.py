@@ -69,13 +69,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """The model a server loads and how: the same choices as ``fcnseg predict``."""
+    """The model a server loads and how: the same choices as ``fcnseg predict``, and
+    torch's threads per process (None: torch's default)."""
 
     checkpoint: str
     backend: str = "torch"
     precision: str = "auto"
     device: str = "auto"
     limits: Limits = field(default_factory=Limits)
+    threads: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

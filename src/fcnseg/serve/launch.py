@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import torch
 import uvicorn
 
 from fcnseg.errors import ConfigError
@@ -13,7 +12,7 @@ from fcnseg.serve.config import ServeOptions
 
 
 def serve(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000,
-          workers: int = 1, threads: int | None = None) -> None:  # fmt: skip
+          workers: int = 1) -> None:  # fmt: skip
     """Load the model (user errors stop here, before anything listens), then serve.
 
     Args:
@@ -21,13 +20,9 @@ def serve(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000,
         host, port: where to listen.
         workers: processes, each with its own model, answering on one port
             (uvicorn's ``workers``; they start from ``$FCNSEG_SERVE_OPTIONS``).
-        threads: torch's threads per process (None: torch's default, all cores).
     """
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: must be from 1 to 65535")
-    if threads is not None:
-        torch.set_num_threads(threads)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # what worker processes start with
     segmenter = load_segmenter(options)
     print(f"fcnseg serve: {options.checkpoint} ({options.backend}, {segmenter.device}) on "
           f"http://{host}:{port}/ with {workers} worker{'s' if workers > 1 else ''}")  # fmt: skip

@@ -3,17 +3,19 @@ share counters), and the ASGI middleware that counts every request."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 class Metrics:
     """Requests by path and status, their latency, batch sizes, inference time and
-    queue depth (read from ``depth`` at each scrape)."""
+    queue depth (read from ``depth`` at each scrape), and the process id: with several
+    workers each scrape reads one of them, ``fcnseg_worker_info{pid}`` says which."""
 
     def __init__(self, paths: frozenset[str], depth: Callable[[], int]) -> None:
         self.paths = paths
@@ -38,6 +40,8 @@ class Metrics:
             "fcnseg_queue_depth", "Images waiting for a batch", registry=self.registry
         )
         self.queue_depth.set_function(depth)
+        worker = Info("fcnseg_worker", "The process answering", registry=self.registry)
+        worker.info({"pid": str(os.getpid())})
 
     def path_label(self, path: str) -> str:
         """The path itself for the app's routes; ``other`` for the rest, so that

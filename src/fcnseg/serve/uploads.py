@@ -112,6 +112,8 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         try:  # the header only: what the image is and its size
             with open_image(f.name, max_pixels=sys.maxsize) as header:
                 width, height = header.size
+        except MemoryError:
+            raise
         # Pillow's readers raise many kinds of error on hostile headers: each one
         # means this upload is not an image fcnseg can read.
         except Exception as e:
@@ -124,6 +126,8 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             )
         try:
             return read_image(f.name, max_pixels=max_pixels)
+        except MemoryError:
+            raise
         except Exception as e:  # as above, for the pixel data (and its EXIF)
             raise Rejected(400, _reason(e, f.name, name)) from None
 
