@@ -146,9 +146,9 @@ def create_app(options: ServeOptions, segmenter: Segmenter | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        seg = (
-            segmenter if segmenter is not None else await run_in_threadpool(load_segmenter, options)
-        )
+        seg = segmenter
+        if seg is None:
+            seg = await run_in_threadpool(load_segmenter, options)
         state["model"] = describe_model(seg, options)
         state["info"] = DatasetInfo(**seg.checkpoint["dataset"])
         batcher = MicroBatcher(
@@ -172,7 +172,7 @@ def create_app(options: ServeOptions, segmenter: Segmenter | None = None) -> Fas
 
     def running() -> MicroBatcher:
         if state["batcher"] is None:
-            raise Rejected(503, "the model is not loaded", {"Retry-After": str(RETRY_AFTER_S)})
+            raise NotRunning("the model is not loaded")
         return state["batcher"]
 
     @app.post("/v1/segment")
@@ -186,11 +186,12 @@ def create_app(options: ServeOptions, segmenter: Segmenter | None = None) -> Fas
         image = await run_in_threadpool(decode_image, data, name, limits.max_pixels)
         label = await running().segment(image)
         info = state["info"]
-        png = await run_in_threadpool(label_png, label, info.colors)
         if fmt == "png":
+            png = await run_in_threadpool(label_png, label, info.colors)
             return Response(png, media_type="image/png")
-        summary = label_summary(label, info)
+        summary = await run_in_threadpool(label_summary, label, info)
         if overlay:
+            png = await run_in_threadpool(label_png, label, info.colors)
             summary["overlay"] = "data:image/png;base64," + base64.b64encode(png).decode()
         return JSONResponse(summary)
 
