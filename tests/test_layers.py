@@ -14,6 +14,7 @@ ALLOWED = {
     "train": {"train", "data", "nets"},
     "deploy": {"deploy", "train", "data", "nets"},
     "serve": {"serve", "deploy", "train", "data", "nets"},
+    "report": {"report", "deploy", "train", "data", "nets"},
 }
 FORBIDDEN_MODULES = {"deploy": {"fcnseg.train.engine"}, "serve": {"fcnseg.train.engine"}}
 

@@ -82,7 +82,7 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-@pytest.mark.parametrize("command", ["eval", "predict", "export", "models", "datasets"])
+@pytest.mark.parametrize("command", ["eval", "predict", "export", "report", "models", "datasets"])
 def test_help_explains_every_option(command, capsys):
     parser = subcommands()[command]
     with pytest.raises(SystemExit):

@@ -260,10 +260,16 @@ def test_batched_evaluation_equals_one_image_at_a_time():
     data[0][1][:5] = 255  # void pixels are not counted
     expected = ConfusionMatrix(3)
     with torch.inference_mode():
-        for image, label in data:
-            expected.update(model(image[None])[0].argmax(0), label)
+        preds = [model(image[None])[0].argmax(0) for image, _ in data]
+    for pred, (_, label) in zip(preds, data, strict=True):
+        expected.update(pred, label)
     for batch_size, channels_last in [(1, False), (2, False), (3, True)]:
+        seen = {}  # on_image: each image once, with its own prediction and label
         metrics = evaluate(model, data, 3, torch.device("cpu"), batch_size=batch_size,
-                           channels_last=channels_last, progress=False)  # fmt: skip
+                           channels_last=channels_last, progress=False,
+                           on_image=lambda i, *got, seen=seen: seen.setdefault(i, got))  # fmt: skip
         for key, value in expected.compute().items():
             assert metrics[key] == pytest.approx(value, abs=1e-12, nan_ok=True), key
+        assert sorted(seen) == list(range(len(data)))
+        for i, (pred, label) in seen.items():
+            assert torch.equal(pred, preds[i]) and torch.equal(label, data[i][1])

@@ -161,23 +161,30 @@ def evaluate(
     batch_size: int = 4,
     channels_last: bool = False,
     progress: bool = True,
+    on_image: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> dict:
     """Metrics of ``model`` over ``dataset`` (normalised image, label), whole images.
 
     Up to ``batch_size`` consecutive images of the same size go through at once,
     channels-last if asked. Warns when the predictions collapse onto one class.
+    ``on_image(index, prediction, label)`` is called for each image, both (H, W)
+    int64 on the CPU (per-image scores: ``fcnseg report``).
     """
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes)
-    images, labels = [], []
+    images, labels, indices = [], [], []
 
     def flush() -> None:
         batch = torch.stack(images).to(device, memory_format=memory_format(channels_last))
-        for pred, label in zip(model(batch).argmax(1).cpu(), labels, strict=True):
+        preds = model(batch).argmax(1).cpu()
+        for index, pred, label in zip(indices, preds, labels, strict=True):
             cm.update(pred, label)
+            if on_image is not None:
+                on_image(index, pred, torch.as_tensor(label))
         images.clear()
         labels.clear()
+        indices.clear()
 
     # Each rank takes every world-th image; the summed matrices are the whole set's.
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
@@ -187,6 +194,7 @@ def evaluate(
             flush()
         images.append(image)
         labels.append(label)
+        indices.append(i)
     if images:
         flush()
     model.train(was_training)
