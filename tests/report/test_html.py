@@ -4,6 +4,7 @@ opened offline in headless Chromium."""
 
 import io
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -104,6 +105,14 @@ def test_best_and_worst_images_are_ordered_by_their_own_mean_iu(report, referenc
     for e in examples:
         assert float(e["data-mean-iu"]) == pytest.approx(scores[int(e["data-index"])], abs=1e-9)
     assert scores[order[0]] > scores[order[-1]]
+
+
+def test_the_page_refers_to_nothing_outside_itself(report):
+    text = report.read_text()
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", text)
+    assert len(links) >= 10 and all(link.startswith(("data:image/png;base64,", "#"))
+                                    for link in links)  # fmt: skip
+    assert "url(" not in text and "@import" not in text and "<script" not in text
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
