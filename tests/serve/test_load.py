@@ -6,6 +6,7 @@ import json
 import socket
 
 import httpx
+import numpy as np
 import pytest
 
 from bench.serve_load import (
@@ -32,6 +33,7 @@ def server(checkpoint, tmp_path_factory):
 def test_bounded_load_with_malformed_requests(checkpoint, server):
     images = good_images(SIZES, per_size=2)
     labels = reference_labels(checkpoint, images)
+    assert len(np.unique(np.concatenate([label.ravel() for label in labels]))) > 1
     limits = httpx.get(server + "/v1/model").json()["limits"]
     assert limits["max_body_bytes"] == 2**18 and limits["max_pixels"] == 10_000
     bad = malformed_cases(images[0], **limits)
