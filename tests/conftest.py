@@ -22,7 +22,7 @@ def _private_cache(tmp_path_factory):
 def randomize_scores(model: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:
     """Give every score layer random weights: they start at zero, which hides bugs."""
     for name, module in model.named_modules():
-        if name.startswith("score_"):
+        if name.rpartition(".")[2].startswith("score_"):  # a stream's too: hha.score_fr
             torch.nn.init.normal_(module.weight, std=std)
             torch.nn.init.normal_(module.bias, std=std)
     return model

@@ -1,4 +1,4 @@
-"""The ``fcnseg`` command: train, eval, predict, report, serve, models, datasets."""
+"""The ``fcnseg`` command: train, eval, predict, report, serve, convert-caffe, models, datasets."""
 
 from __future__ import annotations
 
@@ -243,6 +243,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fcnseg.train.device import select_device
     from fcnseg.train.engine import evaluate, json_safe
 
+    _checkpoint_from_weights(args)
     if args.json:  # found before the evaluation, not after
         check_eval_json(Path(args.json))
     model, ckpt = model_from_checkpoint(args.checkpoint)
@@ -278,6 +279,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     from fcnseg.deploy.inference import Segmenter
 
+    _checkpoint_from_weights(args, inputs=True)
     seg = Segmenter.from_checkpoint(
         args.checkpoint,
         backend=args.backend,
@@ -358,6 +360,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"fcnseg serve needs {e.name}: pip install 'fcnseg[serve]'") from None
     from fcnseg.serve.config import Limits, ServeOptions
 
+    _checkpoint_from_weights(args)
     limits = Limits(max_body_bytes=round(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                     max_queue=args.max_queue, read_timeout_s=args.read_timeout,
@@ -371,8 +374,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from fcnseg.nets.registry import MODELS, build_model
 
+    if args.weights:
+        return _list_weights()
     for name, spec in MODELS.items():
-        print(f"{name:<14} {spec.description}")
+        print(f"{name:<18} {spec.description}")
         if args.geometry:
             model = build_model(name, 21, width=0.125)
             print("    " + model.describe_geometry().replace("\n", "\n    "))
@@ -442,7 +447,7 @@ def _tta(args: argparse.Namespace) -> dict:
 def _add_eval(sub) -> None:
     helptext = "evaluate a checkpoint: the four metrics and per-class IU"
     p = sub.add_parser("eval", help=helptext, description=helptext)
-    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+    _add_checkpoint(p)
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--batch-size", type=positive_int, default=4,
                    help="same-size images per pass")  # fmt: skip
@@ -453,7 +458,7 @@ def _add_eval(sub) -> None:
 def _add_predict(sub) -> None:
     helptext = "write label maps and overlays for images"
     p = sub.add_parser("predict", help=helptext, description=helptext)
-    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+    _add_checkpoint(p)
     p.add_argument("inputs", nargs="*", help="image files, folders or globs")
     p.add_argument("--out", default="predictions",
                    help="output folder, apart from the inputs: <name>.png and "
@@ -511,7 +516,7 @@ def _add_serve(sub) -> None:
     helptext = "serve a checkpoint: an HTTP API (POST /v1/segment) and a web page"
     p = sub.add_parser("serve", help=helptext, description=helptext + "; needs the serve "
                        "extra (pip install 'fcnseg[serve]')")  # fmt: skip
-    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train (best.pt)")
+    _add_checkpoint(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s; 0.0.0.0: all)")  # fmt: skip
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
@@ -551,9 +556,93 @@ def _add_serve(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _add_checkpoint(p: argparse.ArgumentParser) -> None:
+    """The model to run: a checkpoint, or ``--weights`` instead."""
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by fcnseg train "
+                   "(best.pt) or fcnseg convert-caffe; leave it out with --weights")  # fmt: skip
+    p.add_argument("--weights", metavar="NAME_OR_FILE",
+                   help="instead of a checkpoint: the reference's trained net NAME (fcnseg "
+                   "models --weights), downloaded and converted once into torch.hub's cache, "
+                   "or a converted file")  # fmt: skip
+
+
+def _checkpoint_from_weights(args: argparse.Namespace, inputs: bool = False) -> None:
+    """Point ``args.checkpoint`` at the file ``--weights`` names, fetched and converted
+    once; with ``inputs`` (predict) the positional is then the first input."""
+    if args.weights is None:
+        if args.checkpoint is None:
+            raise ConfigError("give a checkpoint, or --weights NAME (fcnseg models --weights)")
+        return
+    if args.checkpoint is not None:
+        if not inputs:
+            raise ConfigError(f"give {args.checkpoint} or --weights {args.weights}, not both")
+        args.inputs.insert(0, args.checkpoint)
+    from fcnseg.train.caffe_checkpoint import weights_checkpoint
+
+    args.checkpoint = str(weights_checkpoint(args.weights))
+
+
+def _list_weights() -> int:
+    from fcnseg.nets.reference_weights import REFERENCE_WEIGHTS
+
+    for name, w in REFERENCE_WEIGHTS.items():
+        metrics = "; ".join(
+            f"{split} " + ", ".join(f"{k} {100 * v:.1f}" for k, v in values.items())
+            for split, values in w.metrics.items()
+        )
+        print(f"{name:<22} {w.model} on {w.dataset} ({w.num_classes} classes, {w.normalization} "
+              f"input): {metrics or 'no metrics reported'}")  # fmt: skip
+        print(f"{'':<22} {w.url}")
+    return 0
+
+
+def cmd_convert_caffe(args: argparse.Namespace) -> int:
+    from fcnseg.train.caffe_checkpoint import convert_caffemodel
+    from fcnseg.train.checkpoint import save_checkpoint
+
+    out = Path(args.output)
+    if out.exists() and out.resolve() == Path(args.caffemodel).resolve():
+        raise UserError(f"-o {out}: that is the caffemodel itself; write the checkpoint elsewhere")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"-o {out} exists: pass --overwrite to replace it")
+    tic = time.time()
+    ckpt = convert_caffemodel(args.caffemodel, args.model, dataset=args.dataset,
+                              width=args.width)  # fmt: skip
+    save_checkpoint(ckpt, out)
+    cfg, info = ckpt["model_config"], ckpt["dataset"]
+    upsampling = "learned" if cfg["learnable_upsampling"] else "fixed bilinear"
+    print(f"converted {args.caffemodel} to {out} in {time.time() - tic:.1f} s: {cfg['name']}, "
+          f"{cfg['num_classes']} classes ({info['name']}), {ckpt['normalization']} input, "
+          f"{upsampling} upsampling")  # fmt: skip
+    print(f"run it: fcnseg predict {shlex.quote(str(out))} IMAGE...")
+    return 0
+
+
+def _add_convert_caffe(sub) -> None:
+    helptext = "convert a reference .caffemodel into an fcnseg checkpoint (no Caffe needed)"
+    p = sub.add_parser("convert-caffe", help=helptext, description=helptext + "; every "
+                       "layer name and shape is checked. The file then runs in predict, eval, "
+                       "serve and export with no flag (classes, BGR input and mean "
+                       "included)")  # fmt: skip
+    p.add_argument("caffemodel", help="the .caffemodel file (e.g. fcn8s-heavy-pascal.caffemodel)")
+    p.add_argument("--model", required=True,
+                   help="a reference weights name (fcnseg models --weights: gives the model, "
+                   "classes and input) or a model name (fcnseg models)")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, help="the checkpoint to write (.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--dataset", choices=list(DATASETS),
+                   help="the dataset whose classes it predicts (default: the weights name's; "
+                   "with a model name, numbered classes)")  # fmt: skip
+    p.add_argument("--width", type=positive_float, default=1.0,
+                   help="channel multiplier (default: 1, the published nets)")  # fmt: skip
+    p.set_defaults(func=cmd_convert_caffe)
+
+
 def _add_listings(sub) -> None:
     p = sub.add_parser("models", help="list the models", description="List registered models.")
     p.add_argument("--geometry", action="store_true", help="print each net's crop offsets")
+    p.add_argument("--weights", action="store_true",
+                   help="list the reference's trained nets (for --weights NAME)")  # fmt: skip
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("datasets", help="list the datasets", description="List datasets.")
     p.set_defaults(func=cmd_datasets)
@@ -565,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval, _add_predict, _add_export, _add_report, _add_serve,
-                _add_listings):  # fmt: skip
+                _add_convert_caffe, _add_listings):  # fmt: skip
         add(sub)
     return parser
 

@@ -11,7 +11,15 @@ REFERENCE_CROPS = {
     "fcn8s": {"score_pool4": 5, "score_pool3": 9, "upscore8": 31},
     "fcn8s-atonce": {"score_pool4": 5, "score_pool3": 9, "upscore8": 31},
     "fcn-alexnet": {"upscore": 18},
-}
+    "fcn-alexnet-caffe": {"upscore": 18},
+    "fcn32s-color-d": {"upscore": 19},
+    "fcn32s-color-hha": {"upscore": 19},
+    "fcn32s-sem-geo": {"upscore_sem": 19, "upscore_geo": 19},
+    "fcn16s-sem-geo": {"score_pool4_sem": 5, "upscore16_sem": 27,
+                       "score_pool4_geo": 5, "upscore16_geo": 27},
+    "fcn8s-sem-geo": {"score_pool4_sem": 5, "score_pool3_sem": 9, "upscore8_sem": 31,
+                      "score_pool4_geo": 5, "score_pool3_geo": 9, "upscore8_geo": 31},
+}  # fmt: skip
 
 
 def test_registry():
@@ -35,8 +43,9 @@ def test_output_size_equals_input(name, size):
     # Geometry does not depend on width: a narrow net keeps this fast.
     model = fcnseg.build_model(name, 5, width=0.125).eval()
     with torch.inference_mode():
-        out = model(torch.randn(1, 3, *size))
-    assert out.shape == (1, 5, *size)
+        out = model(torch.randn(1, model.in_channels, *size))
+    heads = out if isinstance(out, tuple) else (out,)  # SIFT Flow's: semantic, geometric
+    assert [h.shape for h in heads] == [(1, n, *size) for n in (5, 3)[: len(heads)]]
 
 
 def test_coord_map_of_layers():

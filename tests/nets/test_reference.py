@@ -2,7 +2,10 @@
 
 The reference (fcn.berkeleyvision.org ``net.py`` files) is written out here with
 functional ops: pad 100 on conv1_1, ceil-mode pooling, dense C x C fixed bilinear
-deconvolutions, and crops at the offsets printed in the reference prototxts.
+deconvolutions, and crops at the offsets printed in the reference prototxts. So are
+the nets of the paper's section 5: CaffeNet's FCN-AlexNet (LRN and two-group
+convolutions written out by hand), NYUDv2's RGB-D and colour + HHA nets, and SIFT
+Flow's two heads.
 """
 
 import math
@@ -36,8 +39,8 @@ def crop(x, offset, h, w):
     return x[:, :, offset : offset + h, offset : offset + w]
 
 
-def reference_vgg_fcn(s, x, num_classes, skips, scales):
-    h, w = x.shape[-2:]
+def vgg_trunk(s, x):
+    """The pooling layers' outputs and fc7's."""
     pools = []
     y = x
     for block in VGG_BLOCKS:
@@ -46,8 +49,13 @@ def reference_vgg_fcn(s, x, num_classes, skips, scales):
         y = F.max_pool2d(y, 2, 2, ceil_mode=True)
         pools.append(y)
     y = F.relu(conv(s, "fc6", y))
-    y = F.relu(conv(s, "fc7", y))
-    score = conv(s, "score_fr", y)
+    return pools, F.relu(conv(s, "fc7", y))
+
+
+def reference_vgg_fcn(s, x, num_classes, skips, scales):
+    h, w = x.shape[-2:]
+    pools, fc7 = vgg_trunk(s, x)
+    score = conv(s, "score_fr", fc7)
     if not skips:
         up = F.conv_transpose2d(score, dense_bilinear(num_classes, 64), stride=32)
         return crop(up, 19, h, w)
@@ -78,13 +86,82 @@ def reference_alexnet_fcn(s, x, num_classes):
     return crop(up, 18, h, w)
 
 
+def lrn(x, size=5, alpha=1e-4, beta=0.75, k=1.0):
+    """Caffe's across-channel LRN: x / (k + alpha / size * sum of squares over a window
+    of ``size`` channels centred on each, zero beyond the ends) ** beta."""
+    squares = F.pad(x * x, (0, 0, 0, 0, size // 2, size // 2))  # pads the channel axis
+    window = sum(squares[:, i : i + x.shape[1]] for i in range(size))
+    return x / (k + alpha / size * window) ** beta
+
+
+def grouped_conv(s, name, x, groups=2, **kw):
+    """A convolution of ``groups`` groups as that many convolutions on channel slices."""
+    weights, biases = s[f"{name}.weight"].chunk(groups, 0), s[f"{name}.bias"].chunk(groups, 0)
+    parts = zip(x.chunk(groups, 1), weights, biases, strict=True)
+    return torch.cat([F.conv2d(xi, wi, bi, **kw) for xi, wi, bi in parts], 1)
+
+
+def reference_caffenet_fcn(s, x, num_classes, norm=lrn):
+    """voc-fcn-alexnet/net.py: conv -> relu -> pool -> norm, conv2/4/5 in two groups."""
+    h, w = x.shape[-2:]
+    y = F.relu(conv(s, "features.0", x, stride=4, padding=100))
+    y = norm(F.max_pool2d(y, 3, 2, ceil_mode=True))
+    y = F.relu(grouped_conv(s, "features.4", y, padding=2))
+    y = norm(F.max_pool2d(y, 3, 2, ceil_mode=True))
+    y = F.relu(conv(s, "features.8", y, padding=1))
+    y = F.relu(grouped_conv(s, "features.10", y, padding=1))
+    y = F.relu(grouped_conv(s, "features.12", y, padding=1))
+    y = F.max_pool2d(y, 3, 2, ceil_mode=True)
+    y = F.relu(conv(s, "fc7", F.relu(conv(s, "fc6", y))))
+    up = F.conv_transpose2d(conv(s, "score_fr", y), dense_bilinear(num_classes, 63), stride=32)
+    return crop(up, 18, h, w)
+
+
+def reference_sem_geo(s, x, num_classes, skips):
+    """siftflow-fcn*/net.py: one trunk, a semantic head (``_sem``) and a geometric one
+    (``_geo``, 3 classes), each the VOC net's head with its own layers."""
+    heads = []
+    for suffix, classes in (("_sem", num_classes), ("_geo", 3)):
+        # The trunk's weights, and this head's score layers without their suffix.
+        own = {k.replace(suffix, ""): v for k, v in s.items()
+               if suffix in k or not k.startswith("score_")}  # fmt: skip
+        heads.append(reference_vgg_fcn(own, x, classes, skips, (1, 1)))
+    return tuple(heads)
+
+
+def reference_color_hha(s, x, num_classes):
+    """nyud-fcn32s-color-hha/net.py: score_frcolor and score_frhha summed with
+    coefficients 0.5, 0.5 (score_fused), one upscore, crop 19."""
+    h, w = x.shape[-2:]
+    scores = []
+    for stream, part in (("color", x[:, :3]), ("hha", x[:, 3:])):
+        own = {k.removeprefix(f"{stream}."): v for k, v in s.items() if k.startswith(f"{stream}.")}
+        scores.append(conv(own, "score_fr", vgg_trunk(own, part)[1]))
+    fused = 0.5 * scores[0] + 0.5 * scores[1]
+    up = F.conv_transpose2d(fused, dense_bilinear(num_classes, 64), stride=32)
+    return crop(up, 19, h, w)
+
+
 REFERENCES = {
     "fcn32s": lambda s, x, c: reference_vgg_fcn(s, x, c, 0, (1, 1)),
     "fcn16s": lambda s, x, c: reference_vgg_fcn(s, x, c, 1, (1, 1)),
     "fcn8s": lambda s, x, c: reference_vgg_fcn(s, x, c, 2, (1, 1)),
     "fcn8s-atonce": lambda s, x, c: reference_vgg_fcn(s, x, c, 2, (0.01, 0.0001)),
     "fcn-alexnet": reference_alexnet_fcn,
+    "fcn-alexnet-caffe": reference_caffenet_fcn,
+    # nyud-fcn32s-color-d: FCN-32s whose conv1_1 reads 4 channels (BGR + depth).
+    "fcn32s-color-d": lambda s, x, c: reference_vgg_fcn(s, x, c, 0, (1, 1)),
+    "fcn32s-color-hha": reference_color_hha,
+    "fcn32s-sem-geo": lambda s, x, c: reference_sem_geo(s, x, c, 0),
+    "fcn16s-sem-geo": lambda s, x, c: reference_sem_geo(s, x, c, 1),
+    "fcn8s-sem-geo": lambda s, x, c: reference_sem_geo(s, x, c, 2),
 }
+# Caffe's inputs are on the 0-255 scale: LRN (alpha 1e-4) only acts on large activations.
+INPUT_SCALE = {"fcn-alexnet-caffe": 100.0}
+
+
+def as_tuple(out):
+    return out if isinstance(out, tuple) else (out,)
 
 
 def assert_relative_close(actual, expected, rtol=1e-6):
@@ -101,12 +178,24 @@ def test_matches_reference_net(name, size):
     # at-once scales pool3 by 1e-4: larger score weights keep that skip visible.
     randomize_scores(model, std=1.0 if name == "fcn8s-atonce" else 0.01)
     model = model.double().eval()
-    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    x = INPUT_SCALE.get(name, 1.0) * torch.randn(2, model.in_channels, *size, dtype=torch.float64)
     with torch.inference_mode():
-        out = model(x)
-        ref = REFERENCES[name](model.state_dict(), x, num_classes)
-    assert out.shape == ref.shape == (2, num_classes, *size)
-    assert_relative_close(out, ref)
+        out = as_tuple(model(x))
+        ref = as_tuple(REFERENCES[name](model.state_dict(), x, num_classes))
+    assert len(out) == len(ref)
+    for o, r in zip(out, ref, strict=True):
+        assert o.shape == r.shape == (2, r.shape[1], *size)
+        assert_relative_close(o, r)
+
+
+def test_caffenet_normalises():
+    # Without the LRN layers the reference's output is another: the test above sees them.
+    model = randomize_scores(fcnseg.build_model("fcn-alexnet-caffe", 3, width=0.25))
+    model = model.double().eval()
+    x = 100 * torch.randn(1, 3, 40, 40, dtype=torch.float64)
+    with torch.inference_mode():
+        plain = reference_caffenet_fcn(model.state_dict(), x, 3, norm=lambda y: y)
+        assert (model(x) - plain).abs().max() > 1e-3 * plain.abs().max()
 
 
 def test_matches_reference_full_width_fcn8s():

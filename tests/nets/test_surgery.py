@@ -156,3 +156,21 @@ def test_init_from_names_the_tensors_of_another_shape(tmp_path):
     assert "score_fr.weight" in copied and not any(k.startswith("score_pool4") for k in copied)
     assert all(torch.equal(target.state_dict()[k], source[k]) for k in copied)
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items() if k not in copied)
+
+
+def test_rgbd_conv1_takes_the_rgb_mean_for_depth(vgg16_file):
+    # The reference's colour + depth surgery: conv1_1's RGB filters, and their mean
+    # over R, G and B for the depth channel.
+    path, state = vgg16_file
+    model = fcnseg.build_model("fcn32s-color-d", 40, backbone_weights=path)
+    conv1 = model.state_dict()["features.0.weight"]
+    rgb = state["features.0.weight"]
+    assert conv1.shape == (64, 4, 3, 3)
+    torch.testing.assert_close(conv1[:, :3], rgb)
+    torch.testing.assert_close(conv1[:, 3], (rgb[:, 0] + rgb[:, 1] + rgb[:, 2]) / 3)
+    torch.testing.assert_close(model.state_dict()["features.2.weight"], state["features.2.weight"])
+
+
+def test_caffenet_has_no_torchvision_weights():
+    with pytest.raises(fcnseg.UserError, match="no ImageNet weights for its caffenet"):
+        fcnseg.build_model("fcn-alexnet-caffe", 21, backbone_weights="imagenet")

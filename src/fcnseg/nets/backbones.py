@@ -1,7 +1,9 @@
 """ImageNet classifiers that FCNs are made from: VGG16 and AlexNet (paper section 3.1, 4.1).
 
-Both are laid out like torchvision's (``features``, ``avgpool``, ``classifier``)
+All are laid out like torchvision's (``features``, ``avgpool``, ``classifier``)
 with the same state_dict key names, so torchvision's weight files load as they are.
+:class:`CaffeNet` is the reference's own AlexNet (grouped convolutions, LRN), which
+torchvision does not publish: its weights come from the reference's caffemodel.
 Each lists its taps (``feature_info``): where the pooling layers are, at which
 stride, with how many channels; the skip architecture reads them from there.
 """
@@ -88,19 +90,25 @@ class VGG16(Classifier):
     """VGG16 (Simonyan & Zisserman), optionally with batch norm and scaled width.
 
     ``width`` scales every layer's channels (1.0 is the published net); the
-    ImageNet weights exist only for width 1.0.
+    ImageNet weights exist only for width 1.0. ``in_channels`` > 3 widens the first
+    convolution (NYUDv2's colour + depth net reads 4).
 
-    Shapes: (N, 3, 224, 224) -> (N, num_classes).
+    Shapes: (N, in_channels, 224, 224) -> (N, num_classes).
     """
 
     pool_names = ("pool1", "pool2", "pool3", "pool4", "pool5")
 
     def __init__(
-        self, num_classes: int = 1000, *, batch_norm: bool = False, width: float = 1.0
+        self,
+        num_classes: int = 1000,
+        *,
+        batch_norm: bool = False,
+        width: float = 1.0,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        channels = 3
+        channels = in_channels
         for v in VGG16_LAYOUT:
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
@@ -166,6 +174,55 @@ class AlexNet(Classifier):
         _init_weights(self)
 
 
+class CaffeNet(Classifier):
+    """AlexNet as the reference's Caffe nets have it (``bvlc_reference_caffenet``).
+
+    It differs from torchvision's :class:`AlexNet` in its widths (96, 256, 384, 384,
+    256), in conv2, conv4 and conv5 being split into two groups (the original two
+    GPUs), and in a local response normalisation after pool1 and pool2 (CaffeNet
+    pools first, then normalises; size 5, alpha 1e-4, beta 0.75, k 1: Caffe's and
+    :class:`torch.nn.LocalResponseNorm`'s formulas agree).
+
+    Shapes: (N, 3, 227, 227) -> (N, num_classes).
+    """
+
+    pool_names = ("pool1", "pool2", "pool5")
+
+    def __init__(self, num_classes: int = 1000, *, width: float = 1.0) -> None:
+        super().__init__()
+        # Grouped layers need channel counts that split in two.
+        c1, c2, c3, c5 = (2 * _scaled(c // 2, width) for c in (96, 256, 384, 256))
+        hidden = _scaled(4096, width)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, kernel_size=11, stride=4),  # conv1
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # pool1
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0),  # norm1
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2, groups=2),  # conv2
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # pool2
+            nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0),  # norm2
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),  # conv3
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c3, kernel_size=3, padding=1, groups=2),  # conv4
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c3, c5, kernel_size=3, padding=1, groups=2),  # conv5
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # pool5
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Linear(c5 * 6 * 6, hidden),  # fc6
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, hidden),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(hidden, num_classes),  # fc8
+        )
+        _init_weights(self)
+
+
 def _init_weights(net: nn.Module) -> None:
     # He initialisation lets the deep, unnormalised VGG train from scratch.
     for m in net.modules():
@@ -177,12 +234,22 @@ def _init_weights(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_backbone(name: str, *, batch_norm: bool = False, width: float = 1.0) -> VGG16 | AlexNet:
-    """A backbone classifier by name (``vgg16`` or ``alexnet``), with random weights."""
+BACKBONES = ("vgg16", "alexnet", "caffenet")
+
+
+def build_backbone(
+    name: str, *, batch_norm: bool = False, width: float = 1.0, in_channels: int = 3
+) -> Classifier:
+    """A backbone classifier by name (:data:`BACKBONES`), with random weights.
+
+    ``in_channels``: input channels of the first convolution (VGG16 only; 3 is RGB).
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     if name == "vgg16":
-        return VGG16(batch_norm=batch_norm, width=width)
-    if name == "alexnet":
-        if batch_norm:
-            raise ValueError("alexnet has no batch-norm variant")
-        return AlexNet(width=width)
-    raise ValueError(f"unknown backbone {name!r}; choose vgg16 or alexnet")
+        return VGG16(batch_norm=batch_norm, width=width, in_channels=in_channels)
+    if batch_norm:
+        raise ValueError(f"{name} has no batch-norm variant")
+    if in_channels != 3:
+        raise ValueError(f"{name} reads 3 input channels, not {in_channels}")
+    return AlexNet(width=width) if name == "alexnet" else CaffeNet(width=width)

@@ -27,14 +27,18 @@ REFERENCE_PAD = 100
 
 
 class FCN(nn.Module):
-    """An FCN over a convolutionalized backbone, with optional skips.
+    """An FCN over a convolutionalized backbone, with optional skips and one or more heads.
 
     Args:
-        features: the backbone's ``features`` (N, 3, H, W) -> (N, C5, H/32, W/32),
+        features: the backbone's ``features`` (N, C_in, H, W) -> (N, C5, H/32, W/32),
             already adapted (input padding, ceil-mode pooling).
         fc6, fc7: the backbone's fully connected layers as convolutions.
         taps: name -> index into ``features`` of each map a skip may read.
-        num_classes: number of output classes.
+        num_classes: number of output classes, one count per head.
+        heads: the heads' name suffixes. One head (``("",)``, the default) names its
+            layers ``score_fr``, ``upscore2``, ...; SIFT Flow's two heads
+            (``("_sem", "_geo")``) name them ``score_fr_sem``, ``score_fr_geo``, ...
+            as the reference does. Every head reads the same fc7 and taps.
         skips: tap names to fuse, coarse to fine, e.g. ``("pool4", "pool3")``.
         skip_scales: fixed factor applied to a tap before scoring it (the
             at-once FCN-8s uses 0.01 for pool4 and 0.0001 for pool3).
@@ -42,8 +46,9 @@ class FCN(nn.Module):
         learnable_upsampling: learn the upsampling filters instead of fixing them.
         dropout: dropout rate after fc6 and fc7 (0.5 in the reference).
 
-    Shapes: (N, 3, H, W) -> logits (N, num_classes, H, W), for any H, W >= 1 when
-    the input padding is large enough (100 for the reference nets).
+    Shapes: (N, C_in, H, W) -> logits (N, num_classes, H, W), for any H, W >= 1 when
+    the input padding is large enough (100 for the reference nets); with several
+    heads, a tuple of logits, one (N, num_classes[k], H, W) per head.
     """
 
     def __init__(
@@ -53,7 +58,8 @@ class FCN(nn.Module):
         fc7: nn.Conv2d,
         *,
         taps: Mapping[str, int],
-        num_classes: int,
+        num_classes: int | Sequence[int],
+        heads: Sequence[str] = ("",),
         skips: Sequence[str] = (),
         skip_scales: Mapping[str, float] | None = None,
         final_kernel: int = 64,
@@ -61,90 +67,141 @@ class FCN(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        classes = (num_classes,) if isinstance(num_classes, int) else tuple(num_classes)
+        if len(classes) != len(heads):
+            raise ValueError(f"{len(heads)} heads {tuple(heads)} need as many class counts")
         self.features = features
         self.fc6, self.relu6, self.drop6 = fc6, nn.ReLU(inplace=True), SampleDropout(dropout, 6)
         self.fc7, self.relu7, self.drop7 = fc7, nn.ReLU(inplace=True), SampleDropout(dropout, 7)
-        # Score layers start at zero (section 4.2): a new skip leaves the output unchanged.
-        self.score_fr = _zero_conv(fc7.out_channels, num_classes)
+        self.heads = tuple(heads)
         self.skips = tuple(skips)
         self.skip_scales = dict(skip_scales or {})
         self._tap_index = {taps[name]: name for name in self.skips}
-        self.upsamplers: list[str] = []
+        self.upsamplers: list[str] = []  # every head's 2x upsamplers, in order
+        self.final_names: list[str] = []  # every head's final upsampler
         self.crops: dict[str, int] = {}
+        for suffix, n in zip(self.heads, classes, strict=True):
+            self._add_head(suffix, n, taps, final_kernel, learnable_upsampling)
 
+    def _add_head(
+        self, suffix: str, num_classes: int, taps: Mapping[str, int], final_kernel: int,
+        learnable: bool,
+    ) -> None:  # fmt: skip
+        """Register one head's layers (names ending in ``suffix``) and their crops."""
+        # Score layers start at zero (section 4.2): a new skip leaves the output unchanged.
+        self.add_module(f"score_fr{suffix}", _zero_conv(self.fc7.out_channels, num_classes))
         # The coordinate map of the current scores, refined skip by skip.
-        score_map = coord_map([*features, fc6, fc7])
+        score_map = coord_map([*self.features, self.fc6, self.fc7])
         for k, name in enumerate(self.skips):
-            up_name = "upscore2" if k == 0 else f"upscore_{self.skips[k - 1]}"
-            up = Upsample(num_classes, 4, 2, learnable=learnable_upsampling)
+            up_name = ("upscore2" if k == 0 else f"upscore_{self.skips[k - 1]}") + suffix
+            up = Upsample(num_classes, 4, 2, learnable=learnable)
             self.add_module(up_name, up)
             self.upsamplers.append(up_name)
             score_map = score_map.then(layer_map(up))
-            tap = features[: taps[name] + 1]
-            self.add_module(f"score_{name}", _zero_conv(feature_channels(tap), num_classes))
+            tap = self.features[: taps[name] + 1]
+            skip_name = f"score_{name}{suffix}"
+            self.add_module(skip_name, _zero_conv(feature_channels(tap), num_classes))
             # The reference crops the (larger) skip; with little input padding the
             # upsampled scores are the larger map and are cropped instead.
             tap_map = coord_map(tap)
             if tap_map.offset >= score_map.offset:
-                self.crops[f"score_{name}"] = crop_offset(tap_map, score_map)
+                self.crops[skip_name] = crop_offset(tap_map, score_map)
             else:
                 self.crops[up_name] = crop_offset(score_map, tap_map)
                 score_map = tap_map
-
         stride = round(1 / score_map.scale)
-        self.final_name = f"upscore{stride}" if self.skips else "upscore"
-        final = Upsample(num_classes, final_kernel, stride, learnable=learnable_upsampling)
-        self.add_module(self.final_name, final)
-        self.crops[self.final_name] = crop_offset(score_map.then(layer_map(final)), CoordMap())
+        final_name = (f"upscore{stride}" if self.skips else "upscore") + suffix
+        final = Upsample(num_classes, final_kernel, stride, learnable=learnable)
+        self.add_module(final_name, final)
+        self.final_names.append(final_name)
+        self.crops[final_name] = crop_offset(score_map.then(layer_map(final)), CoordMap())
 
-    def score(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Class scores at the net's finest stride, before the final upsampling.
+    @property
+    def final_name(self) -> str:
+        """The (first) head's final upsampler: ``upscore``, ``upscore16`` or ``upscore8``."""
+        return self.final_names[0]
 
-        Shapes: (N, 3, H, W) -> (N, num_classes, H', W') with H' about H / stride
-        plus the margin the input padding adds. ``seeds`` (N,): see :meth:`forward`.
-        """
+    @property
+    def in_channels(self) -> int:
+        """Channels of the input: 3 (an image), 4 for RGB-D."""
+        return self.features[0].in_channels
+
+    def trunk(
+        self, x: torch.Tensor, seeds: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """fc7's output (N, 4096, H', W') and the skips' taps by name; ``seeds``: see
+        :meth:`forward`."""
         taps: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self._tap_index:
                 taps[self._tap_index[i]] = x
         x = self.drop6(self.relu6(self.fc6(x)), seeds)  # (N, 4096, H/32 - 6, ...) for VGG
-        x = self.drop7(self.relu7(self.fc7(x)), seeds)
-        score = self.score_fr(x)
-        for name, up_name in zip(self.skips, self.upsamplers, strict=True):
+        return self.drop7(self.relu7(self.fc7(x)), seeds), taps
+
+    def head_score(
+        self, k: int, fc7: torch.Tensor, taps: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Head ``k``'s scores at the net's finest stride, from :meth:`trunk`'s outputs."""
+        suffix = self.heads[k]
+        score = getattr(self, f"score_fr{suffix}")(fc7)
+        ups = self.upsamplers[k * len(self.skips) : (k + 1) * len(self.skips)]
+        for name, up_name in zip(self.skips, ups, strict=True):
             score = getattr(self, up_name)(score)  # 2x finer
             tap = taps[name] * self.skip_scales.get(name, 1.0)
-            skip = getattr(self, f"score_{name}")(tap)
-            score = _fuse(
-                score, self.crops.get(up_name, 0), skip, self.crops.get(f"score_{name}", 0)
-            )
+            skip_name = f"score_{name}{suffix}"
+            skip = getattr(self, skip_name)(tap)
+            score = _fuse(score, self.crops.get(up_name, 0), skip, self.crops.get(skip_name, 0))
         return score
 
-    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (N, num_classes, H, W) of images (N, 3, H, W).
+    def score(self, x: torch.Tensor, seeds: torch.Tensor | None = None):
+        """Class scores at the net's finest stride, before the final upsampling.
+
+        Shapes: (N, C_in, H, W) -> (N, num_classes, H', W') with H' about H / stride
+        plus the margin the input padding adds (a tuple of them with several heads).
+        ``seeds`` (N,): see :meth:`forward`.
+        """
+        fc7, taps = self.trunk(x, seeds)
+        scores = tuple(self.head_score(k, fc7, taps) for k in range(len(self.heads)))
+        return scores if len(scores) > 1 else scores[0]
+
+    def upsample(self, k: int, score: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Head ``k``'s final upsampling of ``score``, cropped to the input ``size``."""
+        final: Upsample = getattr(self, self.final_names[k])
+        return final.upsample_crop(score, self.crops[self.final_names[k]], tuple(size))
+
+    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None):
+        """Logits (N, num_classes, H, W) of inputs (N, C_in, H, W); with several heads,
+        a tuple of them, one per head in :attr:`heads` order.
 
         ``seeds`` (N,) int64, in training only: sample i's dropout masks are drawn
         from ``seeds[i]`` alone, so they do not depend on which batch or process
         the sample is in (see :class:`SampleDropout`). Without seeds, ordinary dropout.
         """
-        final: Upsample = getattr(self, self.final_name)
-        score = self.score(x, seeds)
-        return final.upsample_crop(score, self.crops[self.final_name], x.shape[-2:])
+        fc7, taps = self.trunk(x, seeds)
+        size = x.shape[-2:]
+        logits = tuple(
+            self.upsample(k, self.head_score(k, fc7, taps), size) for k in range(len(self.heads))
+        )
+        return logits if len(logits) > 1 else logits[0]
 
     def describe_geometry(self) -> str:
         """One line per crop: which map is cropped, at what offset, and why."""
         lines = []
-        for name, up_name in zip(self.skips, self.upsamplers, strict=True):
-            cropped = up_name if up_name in self.crops else f"score_{name}"
-            other = f"score_{name}" if up_name in self.crops else f"{up_name} (2x coarser scores)"
+        for k, suffix in enumerate(self.heads):
+            ups = self.upsamplers[k * len(self.skips) : (k + 1) * len(self.skips)]
+            for name, up_name in zip(self.skips, ups, strict=True):
+                skip_name = f"score_{name}{suffix}"
+                cropped = up_name if up_name in self.crops else skip_name
+                other = skip_name if up_name in self.crops else f"{up_name} (2x coarser scores)"
+                lines.append(
+                    f"{cropped}: crop at offset {self.crops[cropped]} to align with {other} "
+                    f"-> fuse_{name}{suffix}"
+                )
+            final = self.final_names[k]
             lines.append(
-                f"{cropped}: crop at offset {self.crops[cropped]} to align with {other} "
-                f"-> fuse_{name}"
+                f"{final}: crop at offset {self.crops[final]} to align with the input image"
             )
-        lines.append(
-            f"{self.final_name}: crop at offset {self.crops[self.final_name]} to align "
-            "with the input image"
-        )
         return "\n".join(lines)
 
 
@@ -204,7 +261,8 @@ def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 def fcn_from_classifier(
     classifier: Classifier,
     *,
-    num_classes: int,
+    num_classes: int | Sequence[int],
+    heads: Sequence[str] = ("",),
     skips: Sequence[str] = (),
     skip_scales: Mapping[str, float] | None = None,
     final_kernel: int = 64,
@@ -225,6 +283,7 @@ def fcn_from_classifier(
     The crops follow from the geometry either way.
 
     ``classifier`` is left as it was: the FCN gets copies of its layers.
+    ``num_classes`` and ``heads``: see :class:`FCN`.
     """
     features = copy.deepcopy(classifier.features)
     features[0].padding = (pad, pad)
@@ -247,6 +306,7 @@ def fcn_from_classifier(
         fc7,
         taps={tap.name: tap.index for tap in classifier.feature_info},
         num_classes=num_classes,
+        heads=heads,
         skips=skips,
         skip_scales=skip_scales,
         final_kernel=final_kernel,

@@ -1,4 +1,20 @@
-"""The model registry: the paper's FCNs by name (``build_model``, ``list_models``)."""
+"""The model registry: the paper's FCNs by name (``build_model``, ``list_models``).
+
+Besides the VGG16 nets of PASCAL VOC (also those of PASCAL-Context: the same nets
+with 60 classes) and FCN-AlexNet, the reference's other nets (paper section 5):
+
+- ``fcn-alexnet-caffe``: FCN-AlexNet on the reference's own CaffeNet (grouped
+  convolutions, LRN), the layout its published weights have;
+- ``fcn32s-color-d``: NYUDv2's early fusion, conv1_1 reads 4 channels (RGB + depth);
+- ``fcn32s-color-hha``: NYUDv2's late fusion, a colour and an HHA stream whose
+  scores are summed 0.5 / 0.5 (:class:`~fcnseg.nets.two_stream.TwoStreamFCN`);
+- ``fcn32s-sem-geo``, ``fcn16s-sem-geo``, ``fcn8s-sem-geo``: SIFT Flow's two heads,
+  ``num_classes`` semantic classes (33 there) and 3 geometric ones, both returned.
+
+NYUDv2's ``color`` and ``hha`` nets are plain ``fcn32s`` with 40 classes: only
+their input differs. The reference's layer names of each model are in
+:mod:`fcnseg.nets.caffe_names`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +27,8 @@ from fcnseg.errors import ConfigError
 from fcnseg.nets.backbones import build_backbone
 from fcnseg.nets.fcn import FCN, fcn_from_classifier
 from fcnseg.nets.surgery import init_from, load_backbone_weights
+from fcnseg.nets.two_stream import TwoStreamFCN
+from fcnseg.nets.weights import IMAGENET_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,17 @@ class ModelSpec:
     skip_scales: dict[str, float] = field(default_factory=dict)
     final_kernel: int = 64
     description: str = ""
+    in_channels: int = 3  # of the backbone's first convolution (4: RGB-D)
+    # (name suffix, classes) per head; None: build_model's num_classes.
+    heads: tuple[tuple[str, int | None], ...] = (("", None),)
+    # Late fusion: one backbone per stream, in input-channel order, scores summed.
+    streams: tuple[str, ...] = ()
+    stream_weights: tuple[float, ...] = ()
+
+
+SIFT_FLOW_HEADS = (("_sem", None), ("_geo", 3))
+"""SIFT Flow's heads: semantic (``num_classes``: 33 there) and geometric (sky,
+horizontal, vertical), named as the reference's layers are."""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -44,6 +73,39 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "fcn-alexnet": ModelSpec(
         "alexnet", final_kernel=63, description="AlexNet, stride 32, upsampled with kernel 63"
+    ),
+    "fcn-alexnet-caffe": ModelSpec(
+        "caffenet",
+        final_kernel=63,
+        description="FCN-AlexNet on the reference's CaffeNet (groups, LRN): its weights' layout",
+    ),
+    "fcn32s-color-d": ModelSpec(
+        "vgg16", in_channels=4, description="FCN-32s on RGB-D: conv1_1 reads 4 channels (NYUDv2)"
+    ),
+    "fcn32s-color-hha": ModelSpec(
+        "vgg16",
+        streams=("color", "hha"),
+        stream_weights=(0.5, 0.5),
+        description="colour and HHA FCN-32s streams, scores summed 0.5/0.5 (NYUDv2)",
+    ),
+    "fcn32s-sem-geo": ModelSpec(
+        "vgg16",
+        heads=SIFT_FLOW_HEADS,
+        description="FCN-32s, semantic + geometric heads (SIFT Flow)",
+    ),
+    "fcn16s-sem-geo": ModelSpec(
+        "vgg16",
+        ("pool4",),
+        final_kernel=32,
+        heads=SIFT_FLOW_HEADS,
+        description="FCN-16s, semantic + geometric heads (SIFT Flow)",
+    ),
+    "fcn8s-sem-geo": ModelSpec(
+        "vgg16",
+        ("pool4", "pool3"),
+        final_kernel=16,
+        heads=SIFT_FLOW_HEADS,
+        description="FCN-8s, semantic + geometric heads (SIFT Flow)",
     ),
 }
 
@@ -71,8 +133,9 @@ def list_models() -> list[str]:
 
 def build_model(
     name: str,
-    num_classes: int,
+    num_classes: int | None = None,
     *,
+    weights: str | os.PathLike | None = None,
     backbone_weights: str | os.PathLike | None = None,
     learnable_upsampling: bool = False,
     batch_norm: bool = False,
@@ -80,13 +143,18 @@ def build_model(
     pad: int = 100,
     dropout: float = 0.5,
     init_from_model: nn.Module | None = None,
-) -> FCN:
+) -> FCN | TwoStreamFCN:
     """Build a registered FCN.
 
     Args:
         name: one of :func:`list_models` (``fcn32s``, ``fcn16s``, ``fcn8s``,
-            ``fcn8s-atonce``, ``fcn-alexnet``).
-        num_classes: output classes (void excluded).
+            ``fcn8s-atonce``, ``fcn-alexnet``, and the nets of section 5: see the
+            module's docstring).
+        num_classes: output classes (void excluded); None: the ``weights``' count.
+            For the two-head nets, the semantic head's (the geometric head has 3).
+        weights: trained weights of the whole net: a reference name
+            (:data:`~fcnseg.nets.reference_weights.REFERENCE_WEIGHTS`, downloaded once
+            through torch.hub's cache), a ``.caffemodel`` or a file of fcnseg's.
         backbone_weights: ``None`` (random), ``"imagenet"`` (torchvision's file,
             downloaded once, hash checked) or a path to a torchvision-format state_dict.
         learnable_upsampling: learn the upsampling (default fixed bilinear, as the reference).
@@ -98,8 +166,11 @@ def build_model(
         init_from_model: a trained coarser FCN to start from (staged training).
 
     Returns:
-        An :class:`~fcnseg.nets.fcn.FCN`: (N, 3, H, W) -> (N, num_classes, H, W),
-        with ``model.config`` (a :class:`ModelConfig`) to rebuild it.
+        An :class:`~fcnseg.nets.fcn.FCN`: (N, C_in, H, W) -> (N, num_classes, H, W),
+        a tuple of such logits for the two-head nets; the late-fusion net is a
+        :class:`~fcnseg.nets.two_stream.TwoStreamFCN`. ``model.in_channels`` is
+        C_in (3; 4 for RGB-D, 6 for colour + HHA); ``model.config`` (a
+        :class:`ModelConfig`) rebuilds it.
 
     Example:
         >>> import torch, fcnseg
@@ -109,17 +180,58 @@ def build_model(
     """
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    if num_classes < 1:
-        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    # Imported here: the reference weights' names are derived from this registry.
+    from fcnseg.nets.reference_weights import load_weights, read_weights
+
+    trained = None if weights is None else read_weights(weights, name)
+    if trained is not None and num_classes not in (None, trained.num_classes):
+        raise ConfigError(
+            f"num_classes={num_classes}, but {trained.source} predicts {trained.num_classes}"
+        )
+    num_classes = trained.num_classes if trained is not None else num_classes
+    if num_classes is None or num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1 (or given by weights), got {num_classes}")
     spec = MODELS[name]
-    classifier = build_backbone(spec.backbone, batch_norm=batch_norm, width=width)
+    if str(backbone_weights) == "imagenet" and spec.backbone not in IMAGENET_WEIGHTS:
+        raise ConfigError(
+            f"{name}: torchvision publishes no ImageNet weights for its {spec.backbone} "
+            "backbone; start from a converted reference caffemodel instead"
+        )
+    options = dict(backbone_weights=backbone_weights, learnable_upsampling=learnable_upsampling,
+                   batch_norm=batch_norm, width=width, pad=pad, dropout=dropout)  # fmt: skip
+    if spec.streams:
+        if learnable_upsampling:
+            raise ConfigError(f"{name}: its upsampling is fixed (one for the fused scores)")
+        streams = {s: _single_fcn(spec, num_classes, **options) for s in spec.streams}
+        model = TwoStreamFCN(streams, spec.stream_weights)
+    else:
+        model = _single_fcn(spec, num_classes, **options)
+    model.config = ModelConfig(
+        name, num_classes, learnable_upsampling, batch_norm, width, pad, dropout
+    )
+    if init_from_model is not None:
+        init_from(model, init_from_model)
+    if trained is not None:
+        load_weights(model, trained, name)
+    return model
+
+
+def _single_fcn(
+    spec: ModelSpec, num_classes: int, *, backbone_weights, learnable_upsampling: bool,
+    batch_norm: bool, width: float, pad: int, dropout: float,
+) -> FCN:  # fmt: skip
+    """The FCN ``spec`` describes (one stream of a late-fusion net)."""
+    classifier = build_backbone(
+        spec.backbone, batch_norm=batch_norm, width=width, in_channels=spec.in_channels
+    )
     if backbone_weights is not None:
         load_backbone_weights(
             classifier, backbone_weights, name=spec.backbone, batch_norm=batch_norm
         )
-    model = fcn_from_classifier(
+    return fcn_from_classifier(
         classifier,
-        num_classes=num_classes,
+        num_classes=tuple(num_classes if n is None else n for _, n in spec.heads),
+        heads=tuple(suffix for suffix, _ in spec.heads),
         skips=spec.skips,
         skip_scales=spec.skip_scales,
         final_kernel=spec.final_kernel,
@@ -127,15 +239,9 @@ def build_model(
         pad=pad,
         dropout=dropout,
     )
-    model.config = ModelConfig(
-        name, num_classes, learnable_upsampling, batch_norm, width, pad, dropout
-    )
-    if init_from_model is not None:
-        init_from(model, init_from_model)
-    return model
 
 
-def build_from_config(config: ModelConfig | dict) -> FCN:
+def build_from_config(config: ModelConfig | dict) -> FCN | TwoStreamFCN:
     """Rebuild a model (random weights) from its saved :class:`ModelConfig`."""
     if isinstance(config, dict):
         config = ModelConfig(**config)

@@ -28,6 +28,10 @@ def load_backbone_weights(
         weights: a local torchvision-format state_dict file, or ``"imagenet"`` to
             download torchvision's published file through torch.hub's cache, hash checked.
         name: the backbone's name (``vgg16`` or ``alexnet``), to pick the published file.
+
+    A backbone whose first convolution reads more channels than the file's (RGB-D:
+    4) gets the file's RGB filters and, for each extra channel, their mean over
+    R, G and B, as the reference initialises its colour + depth net.
     """
     if str(weights) == "imagenet":
         url = weights_entry(name, batch_norm=batch_norm).url
@@ -36,7 +40,22 @@ def load_backbone_weights(
     else:
         state = read_state_dict(weights)
         source = str(weights)
-    load_strict(classifier, state, source)
+    load_strict(classifier, _widen_first_conv(state, classifier), source)
+
+
+def _widen_first_conv(
+    state: Mapping[str, torch.Tensor], classifier: nn.Module
+) -> Mapping[str, torch.Tensor]:
+    """``state`` with ``features.0.weight`` (O, 3, k, k) extended to the classifier's
+    (O, C, k, k), C > 3, by the mean of its 3 input channels; otherwise as it is."""
+    key = "features.0.weight"
+    own, theirs = classifier.state_dict().get(key), state.get(key)
+    if own is None or theirs is None or theirs.ndim != 4 or theirs.shape[1] != 3:
+        return state
+    if own.shape[1] <= 3 or own.shape[0] != theirs.shape[0] or own.shape[2:] != theirs.shape[2:]:
+        return state  # load_strict names the mismatch
+    mean = theirs.mean(1, keepdim=True).expand(-1, own.shape[1] - 3, -1, -1)
+    return {**state, key: torch.cat([theirs, mean], 1)}
 
 
 def init_from(
