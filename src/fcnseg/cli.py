@@ -633,8 +633,9 @@ def _add_convert_caffe(sub) -> None:
     p.add_argument("--dataset", choices=list(DATASETS),
                    help="the dataset whose classes it predicts (default: the weights name's; "
                    "with a model name, numbered classes)")  # fmt: skip
-    p.add_argument("--width", type=positive_float, default=1.0,
-                   help="channel multiplier (default: 1, the published nets)")  # fmt: skip
+    p.add_argument("--width", type=positive_float,
+                   help="channel multiplier (default: read from the file; 1 for the "
+                   "published nets)")  # fmt: skip
     p.set_defaults(func=cmd_convert_caffe)
 
 

@@ -22,7 +22,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The reference Caffe nets' BGR pixel mean, on the 0-255 scale.
 CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
-NORMALIZATIONS = ("imagenet", "caffe")
+# The reference's NYUDv2 and SIFT Flow nets were fed their datasets' own means
+# (nyud_layers.py, siftflow_layers.py): colour as BGR, HHA as stored (not flipped),
+# depth as the log of millimetres.
+NYUD_BGR_MEAN = (116.190, 97.203, 92.318)
+NYUD_HHA_MEAN = (132.431, 94.076, 118.477)
+NYUD_LOG_DEPTH_MEAN = 7.844
+SIFT_FLOW_BGR_MEAN = (114.578, 115.294, 108.353)
+NORMALIZATIONS = ("imagenet", "caffe", "nyud", "nyud-hha", "siftflow")
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,11 @@ def saved_normalization(path: str | os.PathLike) -> str | None:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict (or a checkpoint holding one under ``model``) from a file."""
-    obj = load_file(path)
+    return state_dict_of(load_file(path), path)
+
+
+def state_dict_of(obj: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state_dict a loaded file holds: itself, or a checkpoint's ``model``."""
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
