@@ -389,7 +389,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         info = getattr(cls, "info", None)
         classes = f" [{info.num_classes} classes]" if isinstance(info, DatasetInfo) else ""
-        print(f"{name:<10} {doc}{classes}")
+        print(f"{name:<18} {doc}{classes}")
     return 0
 
 
@@ -592,7 +592,7 @@ def _list_weights() -> int:
         )
         print(f"{name:<22} {w.model} on {w.dataset} ({w.num_classes} classes, {w.normalization} "
               f"input): {metrics or 'no metrics reported'}")  # fmt: skip
-        print(f"{'':<22} {w.url}")
+        print(f"{'':<22} {w.url or 'the reference publishes no file'}")
     return 0
 
 

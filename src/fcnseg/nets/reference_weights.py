@@ -41,7 +41,7 @@ class ReferenceWeights:
 
     Args:
         model: the registered model it fits (``fcnseg models``).
-        url: the reference's ``caffemodel-url``.
+        url: the reference's ``caffemodel-url``; None where it publishes no file.
         dataset: the registered dataset whose classes it predicts, in order.
         num_classes: classes it predicts.
         normalization: how it expects pixels (``caffe``: BGR, 0-255, minus the mean).
@@ -53,7 +53,7 @@ class ReferenceWeights:
     """
 
     model: str
-    url: str
+    url: str | None
     dataset: str
     num_classes: int
     normalization: str = "caffe"
@@ -63,11 +63,20 @@ class ReferenceWeights:
     description: str = ""
 
     @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+    def filename(self) -> str | None:
+        return self.url.rsplit("/", 1)[-1] if self.url else None
 
 
 _README = "the reference's README"
+_NYUD = "CVPR 2015 paper, Table 4 (NYUDv2 test), for the paper's model before this release"
+_SIFT = "CVPR 2015 paper, Table 5 (SIFT Flow test), for the paper's FCN-16s before this release"
+
+
+def _four(pixel_acc: float, mean_acc: float, mean_iu: float, fw_iu: float) -> dict[str, float]:
+    """The paper's four metrics, given in percent, as fractions."""
+    return {"pixel_acc": pixel_acc / 100, "mean_acc": mean_acc / 100, "mean_iu": mean_iu / 100,
+            "fw_iu": fw_iu / 100}  # fmt: skip
+
 
 REFERENCE_WEIGHTS: dict[str, ReferenceWeights] = {
     "voc-fcn32s": ReferenceWeights(
@@ -90,6 +99,58 @@ REFERENCE_WEIGHTS: dict[str, ReferenceWeights] = {
         "fcn8s-atonce", CAFFE_URL + "fcn8s-atonce-pascal.caffemodel", "voc", 21,
         metrics={"seg11valid": {"mean_iu": 0.654}}, reported=_README,
         description="PASCAL VOC, three streams trained at once (scaled skips)",
+    ),
+    "voc-fcn-alexnet": ReferenceWeights(
+        "fcn-alexnet-caffe", CAFFE_URL + "fcn-alexnet-pascal.caffemodel", "voc", 21,
+        metrics={"seg11valid": {"mean_iu": 0.480}}, reported=_README,
+        description="PASCAL VOC, AlexNet (CaffeNet layout), stride 32",
+    ),
+    "pascalcontext-fcn32s": ReferenceWeights(
+        "fcn32s", CAFFE_URL + "pascalcontext-fcn32s-heavy.caffemodel", "pascal-context", 60,
+        description="PASCAL-Context, 59 classes + background, stride 32",
+    ),
+    "pascalcontext-fcn16s": ReferenceWeights(
+        "fcn16s", CAFFE_URL + "pascalcontext-fcn16s-heavy.caffemodel", "pascal-context", 60,
+        description="PASCAL-Context, 59 classes + background, stride 16",
+    ),
+    "pascalcontext-fcn8s": ReferenceWeights(
+        "fcn8s", CAFFE_URL + "pascalcontext-fcn8s-heavy.caffemodel", "pascal-context", 60,
+        description="PASCAL-Context, 59 classes + background, stride 8",
+    ),
+    "nyud-fcn32s-color": ReferenceWeights(
+        "fcn32s", CAFFE_URL + "nyud-fcn32s-color-heavy.caffemodel", "nyud", 40, "nyud",
+        metrics={"test": _four(60.0, 42.2, 29.2, 43.9)}, reported=_NYUD,
+        description="NYUDv2 40 classes, colour (BGR) input",
+    ),
+    "nyud-fcn32s-hha": ReferenceWeights(
+        "fcn32s", CAFFE_URL + "nyud-fcn32s-hha-heavy.caffemodel", "nyud-hha", 40, "nyud-hha",
+        metrics={"test": _four(57.1, 35.2, 24.2, 40.4)}, reported=_NYUD,
+        description="NYUDv2 40 classes, HHA input",
+    ),
+    "nyud-fcn32s-color-d": ReferenceWeights(
+        "fcn32s-color-d", None, "nyud-color-d", 40, "nyud",
+        metrics={"test": _four(61.5, 42.4, 30.5, 45.5)}, reported=_NYUD,
+        description="NYUDv2 40 classes, colour + log depth (4 channels); no file published",
+    ),
+    "nyud-fcn32s-color-hha": ReferenceWeights(
+        "fcn32s-color-hha", CAFFE_URL + "nyud-fcn32s-color-hha-heavy.caffemodel",
+        "nyud-color-hha", 40, "nyud",
+        metrics={"test": _four(64.3, 44.9, 32.8, 48.0)}, reported=_NYUD,
+        description="NYUDv2 40 classes, colour and HHA streams, scores summed",
+    ),
+    "siftflow-fcn32s": ReferenceWeights(
+        "fcn32s-sem-geo", CAFFE_URL + "siftflow-fcn32s-heavy.caffemodel", "siftflow", 33,
+        "siftflow", description="SIFT Flow, 33 semantic + 3 geometric classes, stride 32",
+    ),
+    "siftflow-fcn16s": ReferenceWeights(
+        "fcn16s-sem-geo", CAFFE_URL + "siftflow-fcn16s-heavy.caffemodel", "siftflow", 33,
+        "siftflow", reported=_SIFT,
+        metrics={"test": {**_four(85.2, 51.7, 39.5, 76.1), "geo_pixel_acc": 0.943}},
+        description="SIFT Flow, 33 semantic + 3 geometric classes, stride 16",
+    ),
+    "siftflow-fcn8s": ReferenceWeights(
+        "fcn8s-sem-geo", CAFFE_URL + "siftflow-fcn8s-heavy.caffemodel", "siftflow", 33,
+        "siftflow", description="SIFT Flow, 33 semantic + 3 geometric classes, stride 8",
     ),
 }  # fmt: skip
 
@@ -115,6 +176,11 @@ def fetch_caffemodel(name: str, *, progress: bool = True) -> Path:
         WeightsError: the download failed (the message says how to get it by hand).
     """
     entry = weights_entry_named(name)
+    if entry.url is None:
+        raise WeightsError(
+            f"the reference publishes no caffemodel for {name}: train it "
+            f"(fcnseg train --recipe {name}) or convert a file of your own"
+        )
     path = Path(torch.hub.get_dir()) / "checkpoints" / entry.filename
     if path.is_file():
         return path
