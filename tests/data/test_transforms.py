@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fcnseg.data.info import DataError
 from fcnseg.data.transforms import (
     ColorJitter,
     Compose,
@@ -128,6 +129,38 @@ def test_imagenet_and_caffe_normalisation():
     assert y.dtype == torch.int64
     with pytest.raises(ValueError, match="unknown normalization 'bgr'"):
         Normalize("bgr")
+
+
+def test_reference_dataset_normalisations():
+    # The means of nyud_layers.py and siftflow_layers.py: colour as BGR, HHA as stored.
+    rng = np.random.default_rng(1)
+    color, hha = (rng.integers(0, 256, (4, 6, 3), dtype=np.uint8) for _ in range(2))
+    depth = rng.integers(0, 10_000, (4, 6, 1), dtype=np.uint16)
+    depth[0, 0] = 0  # no reading
+    c = color.astype(np.float64).transpose(2, 0, 1)
+    h = hha.astype(np.float64).transpose(2, 0, 1)
+    bgr = c[::-1] - np.array([116.190, 97.203, 92.318])[:, None, None]
+    hha_fed = h - np.array([132.431, 94.076, 118.477])[:, None, None]
+    log_d = np.log(np.maximum(depth[..., 0], 1).astype(np.float64))[None] - 7.844
+    sift = c[::-1] - np.array([114.578, 115.294, 108.353])[:, None, None]
+    cases = [
+        ("nyud", color, bgr),
+        ("nyud", np.concatenate([color, hha], 2), np.concatenate([bgr, hha_fed])),
+        ("nyud", np.concatenate([color.astype(np.uint16), depth], 2), np.concatenate([bgr, log_d])),
+        ("nyud-hha", hha, hha_fed),
+        ("siftflow", color, sift),
+        # A second image is fed like the first in the ImageNet and Caffe normalisations.
+        ("caffe", np.concatenate([color, hha], 2),
+         np.concatenate([normalize_image(color, "caffe"), normalize_image(hha, "caffe")])),
+    ]  # fmt: skip
+    for mode, image, expected in cases:
+        x = normalize_image(image, mode)
+        assert x.shape == expected.shape and x.dtype == torch.float32
+        np.testing.assert_allclose(x.numpy(), expected, rtol=0, atol=1e-4)
+    with pytest.raises(DataError, match="'siftflow' takes 3 image channels, got 6"):
+        normalize_image(np.concatenate([color, hha], 2), "siftflow")
+    with pytest.raises(DataError, match="'nyud' takes 3, 4 or 6 image channels, got 5"):
+        normalize_image(np.zeros((2, 2, 5), np.uint8), "nyud")
 
 
 def random_rgb(h: int = 6, w: int = 7, seed: int = 0) -> torch.Tensor:

@@ -5,6 +5,10 @@
 - ``voc``: PASCAL VOC 2011/2012 (``SegmentationClass`` palette PNGs, 255 void).
 - ``sbd``: the Semantic Boundaries Dataset (``cls/*.mat``), the reference's training set.
 - ``camvid``: CamVid 11 classes in the SegNet layout, 11 void.
+- ``pascal-context``: PASCAL-Context, 59 classes + background, in VOC2010.
+- ``nyud``, ``nyud-hha``, ``nyud-color-d``, ``nyud-color-hha``: NYUDv2's 40 classes,
+  with the colour image, HHA, colour + depth or colour + HHA as input.
+- ``siftflow``, ``siftflow-geometric``: SIFT Flow's 33 semantic and 3 geometric classes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,14 @@ from fcnseg.data.camvid import CamVidDataset
 from fcnseg.data.dataset import SegmentationDataset, Transform
 from fcnseg.data.folder import FolderDataset
 from fcnseg.data.info import DataError
+from fcnseg.data.nyud import (
+    NYUDColorDepthDataset,
+    NYUDColorHHADataset,
+    NYUDDataset,
+    NYUDHHADataset,
+)
+from fcnseg.data.pascal_context import PascalContextDataset
+from fcnseg.data.siftflow import SiftFlowDataset, SiftFlowGeometricDataset
 from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.data.voc import SBDDataset, VOCDataset
 
@@ -24,6 +36,13 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "voc": VOCDataset,
     "sbd": SBDDataset,
     "camvid": CamVidDataset,
+    "pascal-context": PascalContextDataset,
+    "nyud": NYUDDataset,
+    "nyud-hha": NYUDHHADataset,
+    "nyud-color-d": NYUDColorDepthDataset,
+    "nyud-color-hha": NYUDColorHHADataset,
+    "siftflow": SiftFlowDataset,
+    "siftflow-geometric": SiftFlowGeometricDataset,
 }
 
 

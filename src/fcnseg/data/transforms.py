@@ -20,30 +20,85 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcnseg.data.info import IGNORE_INDEX
-from fcnseg.nets.weights import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
+from fcnseg.data.info import IGNORE_INDEX, DataError
+from fcnseg.nets.weights import (
+    CAFFE_BGR_MEAN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NORMALIZATIONS,
+    NYUD_BGR_MEAN,
+    NYUD_HHA_MEAN,
+    NYUD_LOG_DEPTH_MEAN,
+    SIFT_FLOW_BGR_MEAN,
+)
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+Channels = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _imagenet(x: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) on 0-255 -> RGB in [0, 1] minus ImageNet's mean over its std."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x / 255.0 - mean) / std
+
+
+def _minus(mean: Sequence[float], *, bgr: bool) -> Channels:
+    """(3, H, W) on 0-255 -> (as BGR if ``bgr``) minus ``mean``, as the Caffe nets' data layers."""
+    return lambda x: (x.flip(0) if bgr else x) - torch.tensor(mean).view(3, 1, 1)
+
+
+# How each normalisation feeds a 3-channel image: the first (colour, or HHA alone for
+# nyud-hha), and the second of a colour + HHA input (default: like the first).
+_FIRST: dict[str, Channels] = {
+    "imagenet": _imagenet,
+    "caffe": _minus(CAFFE_BGR_MEAN, bgr=True),
+    "nyud": _minus(NYUD_BGR_MEAN, bgr=True),
+    "nyud-hha": _minus(NYUD_HHA_MEAN, bgr=False),
+    "siftflow": _minus(SIFT_FLOW_BGR_MEAN, bgr=True),
+}
+_SECOND: dict[str, Channels] = {"nyud": _minus(NYUD_HHA_MEAN, bgr=False)}
+_TWO_IMAGES = ("imagenet", "caffe", "nyud")  # modes that take colour + depth or + HHA
+
+
+def _log_depth(depth: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) millimetres -> log minus the reference's mean; 0 (no reading) counts as 1 mm."""
+    return depth.clamp(min=1).log() - NYUD_LOG_DEPTH_MEAN
 
 
 def normalize_image(image: np.ndarray, mode: str = "imagenet") -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32, normalised to match the weights.
+    """(H, W, C) image -> (C, H, W) float32, normalised to match the weights.
+
+    The channels are one image (C = 3: colour, or HHA), colour + depth (C = 4, uint16:
+    the depth in millimetres) or colour + HHA (C = 6); otherwise uint8.
 
     ``imagenet``: torchvision's weights, RGB in [0, 1] minus mean over std.
     ``caffe``: the reference's weights, BGR on 0-255 minus the BGR mean.
+    ``nyud``: the reference's NYUDv2 nets: colour as BGR minus NYUDv2's mean, HHA
+    (as stored, not flipped) minus its own. ``nyud-hha``: its HHA-only net.
+    ``siftflow``: the reference's SIFT Flow nets, BGR minus SIFT Flow's mean.
+    A second image (HHA) is fed like the first in ``imagenet`` and ``caffe``; depth
+    is always the log of millimetres minus 7.844, as the reference feeds it.
     """
-    x = torch.tensor(np.asarray(image, dtype=np.uint8)).permute(2, 0, 1).float()
-    if mode == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        return (x / 255.0 - mean) / std
-    if mode == "caffe":
-        return x.flip(0) - torch.tensor(CAFFE_BGR_MEAN).view(3, 1, 1)
-    raise ValueError(f"unknown normalization {mode!r}; choose one of {NORMALIZATIONS}")
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {mode!r}; choose one of {NORMALIZATIONS}")
+    a = np.asarray(image)
+    if a.dtype != np.uint16:
+        a = a.astype(np.uint8, copy=False)
+    channels = a.shape[2]
+    if channels not in (3, 4, 6) or (channels > 3 and mode not in _TWO_IMAGES):
+        takes = "3, 4 or 6" if mode in _TWO_IMAGES else "3"
+        raise DataError(f"normalization {mode!r} takes {takes} image channels, got {channels}")
+    x = torch.from_numpy(a.transpose(2, 0, 1).astype(np.float32))
+    first = _FIRST[mode](x[:3])
+    if channels == 3:
+        return first
+    rest = _log_depth(x[3:]) if channels == 4 else _SECOND.get(mode, _FIRST[mode])(x[3:])
+    return torch.cat([first, rest])
 
 
 class Normalize:
-    """Numpy pair -> tensors: normalised image (3, H, W), label (H, W) int64."""
+    """Numpy pair -> tensors: normalised image (C, H, W), label (H, W) int64."""
 
     def __init__(self, mode: str = "imagenet") -> None:
         normalize_image(np.zeros((1, 1, 3), np.uint8), mode)  # fail early on a bad mode

@@ -28,7 +28,14 @@ from starlette.exceptions import HTTPException
 from fcnseg.data.images import save_label
 from fcnseg.data.info import DatasetInfo
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.nets.weights import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
+from fcnseg.nets.weights import (
+    CAFFE_BGR_MEAN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NYUD_BGR_MEAN,
+    NYUD_HHA_MEAN,
+    SIFT_FLOW_BGR_MEAN,
+)
 from fcnseg.serve.batcher import MicroBatcher, NotRunning, QueueFull
 from fcnseg.serve.config import ServeOptions
 from fcnseg.serve.metrics import Metrics, MetricsMiddleware
@@ -57,6 +64,9 @@ PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16:
 NORMALIZATION_VALUES = {
     "imagenet": {"pixels": "RGB in [0, 1]", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
     "caffe": {"pixels": "BGR in [0, 255]", "mean": CAFFE_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
+    "nyud": {"pixels": "BGR in [0, 255]", "mean": NYUD_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
+    "nyud-hha": {"pixels": "HHA in [0, 255]", "mean": NYUD_HHA_MEAN, "std": (1.0, 1.0, 1.0)},
+    "siftflow": {"pixels": "BGR in [0, 255]", "mean": SIFT_FLOW_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
 }
 
 

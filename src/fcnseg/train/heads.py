@@ -1,0 +1,56 @@
+"""Nets with several heads (SIFT Flow's semantic + geometric), one head at a time.
+
+A two-head FCN returns a tuple of logits. Each head is evaluated on the dataset
+that holds its labels, with the engine's :func:`~fcnseg.train.engine.evaluate`,
+through :class:`Head`, which makes the net look like a one-head net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from fcnseg.train.engine import evaluate
+
+
+class Head(nn.Module):
+    """Head ``index`` of a multi-head ``model``: (N, C_in, H, W) -> its logits.
+
+    ``model`` is a submodule: ``eval()``, ``to()`` and the state_dict reach it.
+    """
+
+    def __init__(self, model: nn.Module, index: int) -> None:
+        super().__init__()
+        self.model, self.index = model, index
+
+    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, seeds)[self.index]
+
+
+def evaluate_heads(
+    model: nn.Module, datasets: Sequence[Dataset], device: torch.device, **options
+) -> list[dict]:
+    """The metrics of each head of ``model`` on its dataset (``datasets[k]`` for head k).
+
+    Each dataset yields (normalised image, label) pairs and has the ``info`` of its
+    labels; ``options`` go to :func:`~fcnseg.train.engine.evaluate`.
+
+    Returns:
+        One metrics dict per head, as :func:`~fcnseg.train.engine.evaluate` gives it.
+
+    Example:
+        >>> from fcnseg.data.registry import build_dataset  # doctest: +SKIP
+        >>> sets = [build_dataset(n, root, "test", eval_transform("siftflow"))
+        ...         for n in ("siftflow", "siftflow-geometric")]  # doctest: +SKIP
+        >>> semantic, geometric = evaluate_heads(model, sets, device)  # doctest: +SKIP
+    """
+    heads = len(getattr(model, "heads", ()))
+    if heads != len(datasets):
+        raise ValueError(f"the model has {heads} heads but {len(datasets)} datasets were given")
+    return [
+        evaluate(Head(model, k), data, data.info.num_classes, device, **options)
+        for k, data in enumerate(datasets)
+    ]
