@@ -111,3 +111,15 @@ def test_feeds_its_net(nyud, name, model):
     assert image.shape == (net.in_channels, *SHAPE) and label.shape == SHAPE
     with torch.inference_mode():
         assert net(image[None]).shape == (1, 40, *SHAPE)
+
+
+def test_its_recipe_trains(nyud, tmp_path):
+    # The RGB-D recipe end to end on the tree (narrow, two updates, no download).
+    from fcnseg.train.engine import train
+    from fcnseg.train.recipes import get_recipe
+
+    cfg = get_recipe("nyud-fcn32s-color-d").replace(
+        data_root=str(nyud), backbone_weights=None, width=0.0625, iterations=2, eval_every=2
+    )
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert metrics["trained"] == 2 and len(metrics["per_class_iu"]) == 40

@@ -46,3 +46,30 @@ def test_staged_voc_recipes_start_from_the_previous_stage(tmp_path):
         torch.save({"model": {}, "normalization": saved}, ckpt)
         previous, saved = name, resolve_normalization(cfg.replace(init_from=str(ckpt)))
         assert saved == "imagenet"
+
+
+@pytest.mark.parametrize(
+    "name,dataset,model,lr,iterations",
+    [
+        ("pascalcontext-fcn32s", "pascal-context", "fcn32s", 1e-10, 400_000),
+        ("pascalcontext-fcn16s", "pascal-context", "fcn16s", 1e-12, 400_000),
+        ("pascalcontext-fcn8s", "pascal-context", "fcn8s", 1e-14, 400_000),
+        ("nyud-fcn32s-color", "nyud", "fcn32s", 1e-10, 100_000),
+        ("nyud-fcn32s-hha", "nyud-hha", "fcn32s", 1e-10, 100_000),
+        ("nyud-fcn32s-color-d", "nyud-color-d", "fcn32s-color-d", 1e-10, 100_000),
+    ],
+)
+def test_section_5_recipes_have_the_reference_solvers(name, dataset, model, lr, iterations):
+    # solver.prototxt: fixed lr, momentum 0.99, weight decay 5e-4, summed loss, batch 1;
+    # solve.py: 50 rounds of 8000 (PASCAL-Context) or 2000 (NYUDv2) iterations.
+    cfg = RECIPES[name]
+    assert (cfg.dataset, cfg.val_dataset, cfg.model, cfg.lr) == (dataset, None, model, lr)
+    assert (cfg.momentum, cfg.weight_decay, cfg.schedule) == (0.99, 5e-4, "fixed")
+    assert (cfg.normalize_loss, cfg.batch_size, cfg.crop) == (False, 1, None)
+    assert cfg.iterations == iterations and cfg.eval_every * 50 == iterations
+    split = ("train", "val") if dataset == "pascal-context" else ("train+val", "test")
+    assert (cfg.train_split, cfg.val_split) == split
+    staged = name.endswith(("fcn16s", "fcn8s"))
+    assert (cfg.backbone_weights, cfg.init_from is not None) == (
+        (None, True) if staged else ("imagenet", False)
+    )

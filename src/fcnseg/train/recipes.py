@@ -30,6 +30,22 @@ _VOC = TrainConfig(
     eval_every=4000,
 )
 
+# The reference's other datasets (section 5), with its solvers: whole images, batch 1,
+# summed loss, fixed lr, momentum 0.99, starting from ImageNet weights. The iteration
+# counts are those its solve.py scripts run (50 evaluations, every 8000 iterations
+# on PASCAL-Context, every 2000 on NYUDv2). PASCAL-Context trains on VOC2010 train
+# and validates on val (--data-root: VOC2010 with the Context labels, see
+# fcnseg.data.pascal_context); NYUDv2 trains on train + val (the reference's
+# trainval) and is tested on test.
+_CONTEXT = _VOC.replace(
+    dataset="pascal-context", val_dataset=None, val_split="val", iterations=400_000,
+    eval_every=8000,
+)  # fmt: skip
+_NYUD = _VOC.replace(
+    model="fcn32s", lr=1e-10, val_dataset=None, train_split="train+val", val_split="test",
+    eval_every=2000,
+)  # fmt: skip
+
 # From scratch on CamVid (no ImageNet weights here): a narrow batch-norm FCN-8s
 # with the efficient geometry (pad 1: a 240 crop costs a third of the reference's
 # 440x440 padded input), random crops, mean loss with median-frequency class
@@ -68,6 +84,23 @@ RECIPES: dict[str, TrainConfig] = {
     "voc-fcn-alexnet": _VOC.replace(
         model="fcn-alexnet", lr=1e-4, momentum=0.9, accumulate=20, normalize_loss=True
     ),
+    "pascalcontext-fcn32s": _CONTEXT.replace(model="fcn32s", lr=1e-10),
+    "pascalcontext-fcn16s": _CONTEXT.replace(
+        model="fcn16s",
+        lr=1e-12,
+        backbone_weights=None,
+        init_from="runs/pascalcontext-fcn32s/best.pt",
+    ),
+    "pascalcontext-fcn8s": _CONTEXT.replace(
+        model="fcn8s",
+        lr=1e-14,
+        backbone_weights=None,
+        init_from="runs/pascalcontext-fcn16s/best.pt",
+    ),
+    "nyud-fcn32s-color": _NYUD.replace(dataset="nyud"),
+    "nyud-fcn32s-hha": _NYUD.replace(dataset="nyud-hha"),
+    # conv1_1 gets the RGB filters and their mean for depth (fcnseg.nets.surgery).
+    "nyud-fcn32s-color-d": _NYUD.replace(dataset="nyud-color-d", model="fcn32s-color-d"),
     "camvid-fcn8s": _CAMVID,
     # The same, chosen on a drive it never trains on (issue #10): CamVid's val split is
     # sequence 0016E5, which also gives 204 of the 367 training frames. Here sequence
