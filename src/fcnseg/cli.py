@@ -251,6 +251,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))
     names = class_names(tuple(ckpt["dataset"]["classes"]), dataset.info.classes)
     model = prepare_for_inference(model, device, torch.float32, args.channels_last)
+    if len(getattr(model, "heads", "")) > 1:
+        return _eval_heads(args, model, cfg, dataset, device)
     model = with_tta(model, **_tta(args))
     tic = time.time()
     metrics = evaluate(model, dataset, len(names), device,
@@ -263,6 +265,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
                   "split": cfg.val_split, "classes": list(names), **_tta(args),
                   **json_safe(metrics)}  # fmt: skip
+        write_eval_json(Path(args.json), result)
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def _eval_heads(args: argparse.Namespace, model, cfg: TrainConfig, dataset, device) -> int:
+    """``eval`` of a net with several heads (SIFT Flow's): each on its own labels."""
+    from fcnseg.data.registry import HEAD_DATASETS, build_dataset
+    from fcnseg.deploy.files import write_eval_json
+    from fcnseg.deploy.tta import with_tta
+    from fcnseg.train.engine import json_safe
+    from fcnseg.train.heads import evaluate_heads
+
+    names = HEAD_DATASETS.get(cfg.val_dataset, ())
+    if len(names) != len(model.heads):
+        raise DataError(
+            f"the net has {len(model.heads)} heads but {cfg.val_dataset} labels one; "
+            f"datasets with a label set per head: {', '.join(HEAD_DATASETS)}"
+        )
+    root = cfg.val_root or cfg.data_root
+    sets = [dataset] + [build_dataset(n, root, cfg.val_split, dataset.transform) for n in names[1:]]
+    for data in sets:
+        data.max_pixels = args.max_pixels
+    tic = time.time()
+    tta = functools.partial(with_tta, **_tta(args))
+    results = evaluate_heads(model, sets, device, wrap=tta, batch_size=args.batch_size,
+                             channels_last=args.channels_last)  # fmt: skip
+    print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {len(sets)} heads, "
+          f"{time.time() - tic:.1f} s")  # fmt: skip
+    for data, metrics in zip(sets, results, strict=True):
+        print(f"\n{data.info.name}\n{format_table(metrics, data.info.classes)}")
+        if "warning" in metrics:
+            print(f"warning: {metrics['warning']}")
+    if args.json:
+        heads = [{"dataset": data.info.name, "classes": list(data.info.classes), **json_safe(m)}
+                 for data, m in zip(sets, results, strict=True)]  # fmt: skip
+        # The first head's at the top, as a one-head net's: every eval result reads alike.
+        result = {"checkpoint": str(args.checkpoint), "split": cfg.val_split, **_tta(args),
+                  **heads[0], "heads": heads}  # fmt: skip
         write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
     return 0

@@ -13,6 +13,7 @@ from fcnseg.cli import main
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.engine import json_safe
 from tests.conftest import randomize_scores
+from tests.data.test_siftflow import siftflow  # noqa: F401 (the fixture)
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu", "per_class_acc")
 
@@ -172,3 +173,42 @@ def test_eval_max_pixels(run, tmp_path, capsys):
     )
     assert re.fullmatch(expected, one_line(capsys))
     evaluate_cli([ckpt, "--max-pixels", str(38 * 30)], tmp_path)
+
+
+def test_both_heads_of_a_sift_flow_net(siftflow, tmp_path, capsys):  # noqa: F811
+    # A two-head checkpoint: eval scores the semantic head on SIFT Flow's semantic labels
+    # and the geometric head on the geometric ones, as the reference's solve.py does.
+    import dataclasses
+
+    from fcnseg.data.registry import build_dataset
+    from fcnseg.data.transforms import eval_transform
+
+    model = randomize_scores(fcnseg.build_model("fcn8s-sem-geo", 33, width=0.0625), std=1.0)
+    info = build_dataset("siftflow", siftflow, "trainval").info
+    ckpt = tmp_path / "siftflow.pt"
+    state = {"model": model.state_dict(), "model_config": model.config.to_dict(),
+             "dataset": dataclasses.asdict(info), "normalization": "siftflow"}  # fmt: skip
+    torch.save(state, ckpt)
+    out = tmp_path / "eval.json"
+    args = ["eval", str(ckpt), "--dataset", "siftflow", "--data-root", str(siftflow),
+            "--split", "trainval", "--json", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "\nsiftflow\n" in printed and "\nsiftflow-geometric\n" in printed
+    result = json.loads(out.read_text())
+    heads = result["heads"]
+    assert [h["dataset"] for h in heads] == ["siftflow", "siftflow-geometric"]
+    assert result["mean_iu"] == heads[0]["mean_iu"]  # the semantic head's at the top
+    model.eval()
+    for k, head in enumerate(heads):
+        data = build_dataset(head["dataset"], siftflow, "trainval", eval_transform("siftflow"))
+        cm = fcnseg.ConfusionMatrix(data.info.num_classes)
+        with torch.inference_mode():
+            for image, label in data:
+                cm.update(model(image[None])[k][0].argmax(0), label)
+        assert head["pixel_acc"] == pytest.approx(cm.compute()["pixel_acc"])
+        assert len(head["per_class_iu"]) == data.info.num_classes
+    # A dataset with one label set cannot score both heads.
+    assert main(["eval", str(ckpt), "--dataset", "siftflow-geometric", "--data-root",
+                 str(siftflow), "--split", "test", "--allow-class-mismatch"]) == 2  # fmt: skip
+    assert "the net has 2 heads but siftflow-geometric labels one" in capsys.readouterr().err

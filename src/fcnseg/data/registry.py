@@ -45,6 +45,10 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "siftflow-geometric": SiftFlowGeometricDataset,
 }
 
+HEAD_DATASETS: dict[str, tuple[str, ...]] = {"siftflow": ("siftflow", "siftflow-geometric")}
+"""The datasets that label each head of a several-head net, by the first head's
+dataset: SIFT Flow's semantic and geometric labels of the same images."""
+
 
 def build_dataset(
     name: str, root: str | os.PathLike | None, split: str, transform: Transform | None = None

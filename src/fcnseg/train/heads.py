@@ -7,7 +7,7 @@ through :class:`Head`, which makes the net look like a one-head net.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -31,12 +31,19 @@ class Head(nn.Module):
 
 
 def evaluate_heads(
-    model: nn.Module, datasets: Sequence[Dataset], device: torch.device, **options
+    model: nn.Module,
+    datasets: Sequence[Dataset],
+    device: torch.device,
+    *,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    **options,
 ) -> list[dict]:
     """The metrics of each head of ``model`` on its dataset (``datasets[k]`` for head k).
 
     Each dataset yields (normalised image, label) pairs and has the ``info`` of its
-    labels; ``options`` go to :func:`~fcnseg.train.engine.evaluate`.
+    labels. ``wrap`` is applied to each :class:`Head` (test-time augmentation:
+    :func:`fcnseg.deploy.tta.with_tta`); ``options`` go to
+    :func:`~fcnseg.train.engine.evaluate`.
 
     Returns:
         One metrics dict per head, as :func:`~fcnseg.train.engine.evaluate` gives it.
@@ -50,7 +57,8 @@ def evaluate_heads(
     heads = len(getattr(model, "heads", ()))
     if heads != len(datasets):
         raise ValueError(f"the model has {heads} heads but {len(datasets)} datasets were given")
+    wrap = wrap or (lambda head: head)
     return [
-        evaluate(Head(model, k), data, data.info.num_classes, device, **options)
+        evaluate(wrap(Head(model, k)), data, data.info.num_classes, device, **options)
         for k, data in enumerate(datasets)
     ]
