@@ -112,8 +112,8 @@ def state_dict_from_caffe(
         source: the file, for messages.
 
     Returns:
-        fcnseg key -> tensor (float32, or float64 for blobs stored as doubles),
-        every key of ``model.state_dict()``.
+        fcnseg key -> float32 tensor (packed blobs: views of the file's buffer), for
+        every module the reference names.
 
     Raises:
         WeightsError: one line naming the layers the file lacks, those it has over,
@@ -151,7 +151,7 @@ def state_dict_from_caffe(
                 if not is_bilinear(array):
                     learned.append(caffe)
             else:
-                state[key] = torch.from_numpy(np.ascontiguousarray(array))
+                state[key] = torch.from_numpy(np.ascontiguousarray(array)).float()
     leftover = [name for name, layer in layers.items() if layer.blobs and name not in names]
     problems = [
         f"{what}: {', '.join(items)}"

@@ -178,8 +178,8 @@ def fetch_caffemodel(name: str, *, progress: bool = True) -> Path:
     entry = weights_entry_named(name)
     if entry.url is None:
         raise WeightsError(
-            f"the reference publishes no caffemodel for {name}: train it "
-            f"(fcnseg train --recipe {name}) or convert a file of your own"
+            f"the reference publishes no caffemodel for {name}: convert one of your own "
+            f"(fcnseg convert-caffe FILE --model {name} -o {name}.pt)"
         )
     path = Path(torch.hub.get_dir()) / "checkpoints" / entry.filename
     if path.is_file():
@@ -250,12 +250,17 @@ def _read_fcnseg_file(path: str | os.PathLike) -> WeightsFile:
     return WeightsFile(str(path), num_classes, config.get("width"), state=state)
 
 
-def load_weights(model: nn.Module, weights: WeightsFile, model_name: str) -> None:
-    """Load :func:`read_weights`' result into ``model`` (in place), every key and shape checked."""
+def load_weights(
+    model: nn.Module, weights: WeightsFile, model_name: str, *, assign: bool = False
+) -> None:
+    """Load :func:`read_weights`' result into ``model`` (in place), every key and shape checked.
+
+    ``assign``: make the file's tensors the parameters instead of copying them (for a
+    model built on the meta device: shapes only, no memory, no random init).
+    """
     if weights.layers is not None:
-        state = state_dict_from_caffe(
-            model, weights.layers, reference_names(model_name), weights.source
-        )
+        names = reference_names(model_name)
+        state = state_dict_from_caffe(model, weights.layers, names, weights.source)
     else:
         state = weights.state
-    load_strict(model, state, weights.source)
+    load_strict(model, state, weights.source, assign=assign)

@@ -105,8 +105,13 @@ def state_dict_of(obj: object, path: str | os.PathLike) -> dict[str, torch.Tenso
     return dict(obj)
 
 
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module``; on any mismatch, raise naming every bad key."""
+def load_strict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str, *, assign: bool = False
+) -> None:
+    """Load ``state`` into ``module``; on any mismatch, raise naming every bad key.
+
+    ``assign``: the tensors become the module's (``load_state_dict(assign=True)``).
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -124,4 +129,4 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
         problems.append(f"shape mismatch: {', '.join(shapes)}")
     if problems:
         raise WeightsError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
-    module.load_state_dict(state)
+    module.load_state_dict(state, assign=assign)

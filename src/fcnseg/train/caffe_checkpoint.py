@@ -4,10 +4,11 @@ writes and what ``--weights NAME`` loads.
 A converted file is an fcnseg checkpoint, like a ``best.pt`` without the optimiser:
 the weights (``model``), the config that rebuilds the net (``model_config``), the
 classes and colours (``dataset``), how pixels are fed (``normalization``; ``caffe``:
-BGR on 0-255 minus the reference's mean, as its data layers do) and, for a reference
-name with a recipe of the same name, that recipe's data (``train_config``: which
-dataset and split it is evaluated on). So ``predict``, ``eval`` and ``serve`` take it
-as they take any checkpoint, with no flag. ``reference`` records where it came from.
+BGR on 0-255 minus the reference's mean, as its data layers do) and the data ``eval``
+reads (``train_config``: the recipe of the same name as the reference weights, which
+says the dataset and split the reference evaluates on; else the dataset alone). So
+``predict``, ``eval`` and ``serve`` take it as they take any checkpoint, with no flag.
+``reference`` records where it came from: the file, its sha256, the reported metrics.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fcnseg.nets.reference_weights import (
 from fcnseg.nets.registry import MODELS, build_model
 from fcnseg.nets.weights import WeightsError
 from fcnseg.train.checkpoint import save_checkpoint
+from fcnseg.train.config import TrainConfig
 from fcnseg.train.recipes import RECIPES
 
 
@@ -69,8 +71,11 @@ def convert_caffemodel(
     trained = read_weights(path, model_name)
     width = width or trained.width or 1.0
     learnable = bool(trained.layers and learned_upsampling(trained.layers))
-    net = build_model(model_name, trained.num_classes, width=width, learnable_upsampling=learnable)
-    load_weights(net, trained, model_name)
+    with torch.device("meta"):  # shapes only: the file's tensors become the weights
+        net = build_model(
+            model_name, trained.num_classes, width=width, learnable_upsampling=learnable
+        )
+    load_weights(net, trained, model_name, assign=True)
     dataset = dataset or (entry.dataset if entry else None)
     normalization = entry.normalization if entry else "caffe"
     checkpoint = {
@@ -87,13 +92,18 @@ def convert_caffemodel(
             "reported": entry.reported if entry else "",
         },
     }
-    if entry and model in RECIPES:  # the data the reference evaluates it on
-        recipe = RECIPES[model].replace(
-            model=model_name, width=width, learnable_upsampling=learnable,
-            normalization=normalization, backbone_weights=None, init_from=None,
-        )  # fmt: skip
-        checkpoint["train_config"] = recipe.to_dict()
-    return checkpoint
+    # The data eval reads: the reference's recipe of the same name, or the dataset alone.
+    if entry and model in RECIPES:
+        base = RECIPES[model]
+    elif dataset is not None:
+        base = TrainConfig(dataset=dataset)
+    else:
+        return checkpoint
+    config = base.replace(
+        model=model_name, width=width, learnable_upsampling=learnable,
+        normalization=normalization, backbone_weights=None, init_from=None,
+    )  # fmt: skip
+    return checkpoint | {"train_config": config.to_dict()}
 
 
 def _classes(dataset: str | None, num_classes: int, path: str | os.PathLike) -> DatasetInfo:
