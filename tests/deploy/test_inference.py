@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import fcnseg
+from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.inference import Segmenter
 from tests.conftest import randomize_scores
 
@@ -91,3 +92,20 @@ def test_model_prepared_for_cpu_inference_still_exports(model, tmp_path):
     with torch.inference_mode():
         expected = model(x)
     assert (OnnxModel(tmp_path / "prepared.onnx")(x) - expected).abs().max().item() < 1e-4
+
+
+def test_a_two_head_net_labels_with_its_first_head():
+    model = randomize_scores(fcnseg.build_model("fcn32s-sem-geo", 33, width=0.0625), std=1.0)
+    image = np.random.default_rng(0).integers(0, 256, (21, 17, 3), dtype=np.uint8)
+    x = normalize_image(image, "siftflow")[None]
+    with torch.inference_mode():
+        expected = model.eval()(x)[0][0].argmax(0).numpy()
+    seg = Segmenter(model, precision="fp32", device="cpu", normalization="siftflow")
+    np.testing.assert_array_equal(seg.predict(image)[0], expected)
+
+
+def test_nets_of_more_channels_are_refused_by_predict():
+    seg = Segmenter(fcnseg.build_model("fcn32s-color-hha", 40, width=0.0625), device="cpu")
+    with pytest.raises(fcnseg.UserError, match="reads 6 input channels"):
+        seg.predict(np.zeros((8, 8, 3), np.uint8))
+    assert seg.logits(torch.zeros(1, 6, 8, 8)).shape == (1, 40, 8, 8)

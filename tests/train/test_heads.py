@@ -7,7 +7,8 @@ import torch
 import fcnseg
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import eval_transform
-from fcnseg.train.heads import Head, evaluate_heads
+from fcnseg.nets.fcn import Head
+from fcnseg.train.heads import evaluate_heads
 from tests.conftest import randomize_scores
 from tests.data.test_siftflow import siftflow  # noqa: F401 (the fixture)
 

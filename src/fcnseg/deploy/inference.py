@@ -16,6 +16,7 @@ from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.tta import with_tta
 from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
+from fcnseg.nets.fcn import Head
 from fcnseg.train.checkpoint import model_from_checkpoint
 from fcnseg.train.device import memory_format, resolve_precision, select_device
 
@@ -81,6 +82,9 @@ class Segmenter:
     ) -> None:
         self.device = select_device(device or "auto")
         self.normalization, self.batch_size = normalization, batch_size
+        self.in_channels = getattr(model, "in_channels", 3)
+        if len(getattr(model, "heads", "")) > 1:  # SIFT Flow's: the semantic labels
+            model = Head(model, 0)
         if not isinstance(model, torch.nn.Module):  # an ONNX model: runs as exported
             if precision not in ("auto", "fp32"):
                 raise ConfigError(f"--precision {precision}: the onnxruntime backend runs in fp32")
@@ -131,7 +135,14 @@ class Segmenter:
         """Label maps (H, W) uint8, one per image, each of its image's own size.
 
         Images may be paths, PIL images or (H, W, 3) / (H, W) uint8 arrays, of mixed sizes.
+        A net with several heads labels with its first. A net of more input channels
+        (NYUDv2's colour + depth or + HHA) is refused: feed it through :meth:`logits`.
         """
+        if self.in_channels != 3:
+            raise ConfigError(
+                f"the net reads {self.in_channels} input channels, not an RGB image; "
+                "give Segmenter.logits images normalised with normalize_image"
+            )
         if isinstance(images, str | os.PathLike | np.ndarray | Image.Image):
             images = [images]
         arrays = [as_rgb(im) for im in images]

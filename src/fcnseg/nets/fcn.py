@@ -205,6 +205,20 @@ class FCN(nn.Module):
         return "\n".join(lines)
 
 
+class Head(nn.Module):
+    """Head ``index`` of a several-head FCN as a one-head net: (N, C_in, H, W) -> its logits.
+
+    ``model`` is a submodule: ``eval()``, ``to()`` and the state_dict reach it.
+    """
+
+    def __init__(self, model: nn.Module, index: int) -> None:
+        super().__init__()
+        self.model, self.index = model, index
+
+    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, seeds)[self.index]
+
+
 class SampleDropout(nn.Dropout):
     """Dropout whose masks can be a function of each sample's seed.
 

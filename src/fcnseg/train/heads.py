@@ -2,7 +2,7 @@
 
 A two-head FCN returns a tuple of logits. Each head is evaluated on the dataset
 that holds its labels, with the engine's :func:`~fcnseg.train.engine.evaluate`,
-through :class:`Head`, which makes the net look like a one-head net.
+through :class:`~fcnseg.nets.fcn.Head`, which makes the net look like a one-head net.
 """
 
 from __future__ import annotations
@@ -13,21 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from fcnseg.nets.fcn import Head
 from fcnseg.train.engine import evaluate
-
-
-class Head(nn.Module):
-    """Head ``index`` of a multi-head ``model``: (N, C_in, H, W) -> its logits.
-
-    ``model`` is a submodule: ``eval()``, ``to()`` and the state_dict reach it.
-    """
-
-    def __init__(self, model: nn.Module, index: int) -> None:
-        super().__init__()
-        self.model, self.index = model, index
-
-    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(x, seeds)[self.index]
 
 
 def evaluate_heads(
@@ -41,7 +28,7 @@ def evaluate_heads(
     """The metrics of each head of ``model`` on its dataset (``datasets[k]`` for head k).
 
     Each dataset yields (normalised image, label) pairs and has the ``info`` of its
-    labels. ``wrap`` is applied to each :class:`Head` (test-time augmentation:
+    labels. ``wrap`` is applied to each :class:`~fcnseg.nets.fcn.Head` (test-time augmentation:
     :func:`fcnseg.deploy.tta.with_tta`); ``options`` go to
     :func:`~fcnseg.train.engine.evaluate`.
 
