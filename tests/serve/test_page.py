@@ -1,6 +1,7 @@
 """The page in a real browser (Debian's chromium, headless, driven by Playwright):
-pick an image, see it with its overlay, change the opacity, read the legend."""
+pick or drop an image, see it with its overlay, change the opacity, read the legend."""
 
+import base64
 import shutil
 
 import numpy as np
@@ -15,6 +16,14 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update",
         "--disable-sync"]  # fmt: skip
+
+DROP = """b64 => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+  return transfer;
+}"""
+"""A drag-and-drop's payload: the file ``dropped.png`` with the given bytes."""
 
 pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no {CHROMIUM}")
 
@@ -78,6 +87,11 @@ def test_upload_shows_overlay_legend_and_opacity(checkpoint, photos, tmp_path, b
         overlay = page.eval_on_selector("#overlay", "e => [e.naturalWidth, e.naturalHeight]")
         assert overlay == [20, 36]
         assert page.locator("#overlay").bounding_box() == page.locator("#photo").bounding_box()
+        dropped = page.evaluate_handle(
+            DROP, base64.b64encode((tmp_path / "scene.png").read_bytes()).decode()
+        )
+        page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+        expect(page.locator("#status")).to_have_text("dropped.png: 320 × 240 pixels")
         assert not errors, errors
         page.set_input_files("#file", str(tmp_path / "notes.txt"))  # the server refuses it
         page.wait_for_selector("#status.error")
