@@ -108,6 +108,12 @@ def test_model_options_the_builder_refuses(changes):
         TrainConfig(model="fcn-alexnet", **changes)
 
 
+def test_two_head_nets_are_not_trained():
+    # The loss takes one label map per image; SIFT Flow's two-head nets are evaluated only.
+    with pytest.raises(ConfigError, match=r"^model \(--model\) fcn8s-sem-geo has 2 heads"):
+        TrainConfig(model="fcn8s-sem-geo", dataset="siftflow", data_root="x")
+
+
 def test_json_round_trip_keeps_every_recipe():
     for name, cfg in RECIPES.items():
         again = TrainConfig.from_dict(json.loads(cfg.to_json()))

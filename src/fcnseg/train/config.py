@@ -235,13 +235,18 @@ def _check_model_options(cfg: TrainConfig) -> None:
     memory, no weights, about 10 ms."""
     try:
         with torch.device("meta"):
-            build_model(
+            model = build_model(
                 cfg.model, 2, batch_norm=cfg.batch_norm, width=cfg.width, pad=cfg.pad,
                 learnable_upsampling=cfg.learnable_upsampling, dropout=cfg.dropout,
             )  # fmt: skip
     except ValueError as e:
         options = f"--pad {cfg.pad}" + (" --batch-norm" if cfg.batch_norm else "")
         raise ConfigError(f"{_named('model')} {cfg.model} with {options}: {e}") from None
+    if len(getattr(model, "heads", "")) > 1:  # the loss takes one label map per image
+        raise ConfigError(
+            f"{_named('model')} {cfg.model} has {len(model.heads)} heads; training takes one "
+            "label map per image: train a one-head net (e.g. fcn8s on siftflow)"
+        )
 
 
 def resolve_normalization(cfg: TrainConfig) -> str:
