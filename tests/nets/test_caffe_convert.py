@@ -29,13 +29,15 @@ UP8 = (("upscore2", 4), ("upscore_pool4", 4), ("upscore8", 16))
 class Reference:
     """A reference net.py's layer names: the backbone's convolutions (in order), the
     deconvolutions of each head (name, kernel), each head's suffix, the streams
-    (module prefix = name suffix, unseparated) and a renamed first convolution."""
+    (module prefix = name suffix, unseparated), a renamed first convolution, and
+    fixed Scale layers before a skip's score layer (name, tap, value)."""
 
     convs: tuple[str, ...]
     deconvs: tuple[tuple[str, int], ...]
     heads: tuple[str, ...] = ("",)
     streams: tuple[str, ...] = ("",)
     first_conv: str | None = None
+    scales: tuple[tuple[str, str, float], ...] = ()
 
 
 # One line per registered model that has a Caffe reference.
@@ -43,7 +45,9 @@ REFERENCES = {
     "fcn32s": Reference(VGG16, UP32),
     "fcn16s": Reference(VGG16, UP16),
     "fcn8s": Reference(VGG16, UP8),
-    "fcn8s-atonce": Reference(VGG16, UP8),
+    "fcn8s-atonce": Reference(
+        VGG16, UP8, scales=(("scale_pool4", "pool4", 0.01), ("scale_pool3", "pool3", 0.0001))
+    ),
     "fcn-alexnet": Reference(ALEXNET, (("upscore", 63),)),
     "fcn-alexnet-caffe": Reference(ALEXNET, (("upscore", 63),)),
     "fcn32s-color-d": Reference(VGG16, UP32, first_conv="conv1_1_bgrd"),
@@ -77,6 +81,9 @@ def caffe_layers(name: str, model: torch.nn.Module) -> list:
         for module in modules:
             blobs = [state[f"{prefix}{module}.{p}"] for p in ("weight", "bias")]
             layers.append((module + stream, "Convolution", blobs))
+    for name, tap, value in ref.scales:  # Caffe's Scale: one factor per channel of the tap
+        channels = state[f"score_{tap}.weight"].shape[1]
+        layers.append((name, "Scale", [np.full(channels, value, np.float32)]))
     for head in ref.heads:
         score = next(k for k in state if k.endswith(f"score_fr{head}.weight"))
         for deconv, kernel in ref.deconvs:
@@ -213,3 +220,21 @@ def test_converted_file_of_fcnseg_loads_too(tmp_path):
     path = tmp_path / "state.pt"
     torch.save(source.state_dict(), path)
     assert_same_logits(fcnseg.build_model("fcn16s", weights=path, width=WIDTH), source)
+
+
+def test_at_once_scales_are_checked_not_loaded(tmp_path):
+    layers = caffe_layers("fcn8s-atonce", source_model("fcn8s-atonce"))
+    path = tmp_path / "atonce.caffemodel"
+    write_caffemodel(path, [layer for layer in layers if layer[1] != "Scale"])
+    with pytest.raises(WeightsError, match="missing layers: scale_pool4, scale_pool3$"):
+        fcnseg.build_model("fcn8s-atonce", weights=path, width=WIDTH)
+    unscaled = [(n, k, [np.ones_like(b[0])] if k == "Scale" else b) for n, k, b in layers]
+    write_caffemodel(path, unscaled)
+    with pytest.raises(WeightsError) as e:
+        fcnseg.build_model("fcn8s-atonce", weights=path, width=WIDTH)
+    assert str(e.value).endswith(
+        "fixed scales differ: scale_pool4 (file 1, model 0.01), scale_pool3 (file 1, model 0.0001)"
+    )
+    # The same weights without the Scale layers are an FCN-8s's.
+    with pytest.raises(WeightsError, match="layers left over: scale_pool4, scale_pool3$"):
+        fcnseg.build_model("fcn8s", weights=path, width=WIDTH)

@@ -100,6 +100,13 @@ def _fit(blob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
     return None
 
 
+def fixed_scales(model: nn.Module) -> dict[str, float]:
+    """The reference's ``Scale`` layers of a net with scaled skips (FCN-8s at-once):
+    ``{"scale_pool4": 0.01, "scale_pool3": 0.0001}``. Like the upsampling they are fixed
+    (``lr_mult: 0``), so their blobs are checked to hold that constant, not loaded."""
+    return {f"scale_{tap}": value for tap, value in getattr(model, "skip_scales", {}).items()}
+
+
 def state_dict_from_caffe(
     model: nn.Module, layers: Mapping[str, CaffeLayer], names: Mapping[str, str], source: str
 ) -> dict[str, torch.Tensor]:
@@ -117,48 +124,39 @@ def state_dict_from_caffe(
 
     Raises:
         WeightsError: one line naming the layers the file lacks, those it has over,
-            those of another shape, and upsampling layers that are not bilinear
-            while the model's upsampling is fixed.
+            those of another shape, fixed scales of another value, and upsampling
+            layers that are not bilinear while the model's upsampling is fixed.
     """
-    state: dict[str, torch.Tensor] = {}
-    missing, shapes, learned = [], [], []
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise WeightsError(f"{source}: the reference Caffe nets have no batch norm")
+    state: dict[str, torch.Tensor] = {}
+    missing, shapes, learned, scales = [], [], [], []
     for caffe, path in names.items():
-        module = model.get_submodule(path)
         layer = layers.get(caffe)
         if layer is None or not layer.blobs:
             missing.append(caffe)
             continue
-        if isinstance(module, Upsample) and not module.learnable:
-            targets = [(None, (module.channels, module.channels) + (module.kernel_size,) * 2)]
-        else:
-            targets = [
-                (f"{path}.{key}", tuple(p.shape))
-                for key, p in module.named_parameters(recurse=False)
-            ]
-        if len(layer.blobs) != len(targets):
-            shapes.append(f"{caffe} ({len(layer.blobs)} blobs, model {len(targets)})")
-            continue
-        fitted = [_fit(blob, shape) for (_, shape), blob in zip(targets, layer.blobs, strict=True)]
-        bad = next((i for i, f in enumerate(fitted) if f is None), None)
-        if bad is not None:
-            blob, shape = layer.blobs[bad].shape, targets[bad][1]
-            shapes.append(f"{caffe} (blob {bad}: file {blob}, model {shape})")
-            continue
-        for (key, _), array in zip(targets, fitted, strict=True):
-            if key is None:
-                if not is_bilinear(array):
-                    learned.append(caffe)
-            else:
-                state[key] = torch.from_numpy(np.ascontiguousarray(array)).float()
-    leftover = [name for name, layer in layers.items() if layer.blobs and name not in names]
+        tensors, problem = _layer_state(caffe, layer, path, model.get_submodule(path))
+        state |= tensors
+        if problem == "learned":
+            learned.append(caffe)
+        elif problem:
+            shapes.append(problem)
+    for caffe, value in fixed_scales(model).items():
+        blobs = layers[caffe].blobs if caffe in layers else []
+        if not blobs:
+            missing.append(caffe)
+        elif not all(np.allclose(b, value, rtol=1e-6, atol=0) for b in blobs):
+            scales.append(f"{caffe} (file {blobs[0].flat[0]:g}, model {value:g})")
+    known = set(names) | set(fixed_scales(model))
+    leftover = [name for name, layer in layers.items() if layer.blobs and name not in known]
     problems = [
         f"{what}: {', '.join(items)}"
         for what, items in (
             ("missing layers", missing),
             ("layers left over", leftover),
             ("shape mismatch", shapes),
+            ("fixed scales differ", scales),
         )
         if items
     ]
@@ -171,3 +169,29 @@ def state_dict_from_caffe(
             "kernel: build the model with learnable upsampling to use them"
         )
     return state
+
+
+def _layer_state(
+    caffe: str, layer: CaffeLayer, path: str, module: nn.Module
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """One layer's tensors by fcnseg key, and what is wrong: None, a shape mismatch to
+    report, or ``"learned"`` (a fixed upsampler's blob that is not the bilinear kernel)."""
+    if isinstance(module, Upsample) and not module.learnable:
+        targets = [(None, (module.channels, module.channels) + (module.kernel_size,) * 2)]
+    else:
+        targets = [
+            (f"{path}.{k}", tuple(p.shape)) for k, p in module.named_parameters(recurse=False)
+        ]
+    if len(layer.blobs) != len(targets):
+        return {}, f"{caffe} ({len(layer.blobs)} blobs, model {len(targets)})"
+    fitted = [_fit(blob, shape) for (_, shape), blob in zip(targets, layer.blobs, strict=True)]
+    for i, array in enumerate(fitted):
+        if array is None:
+            return {}, f"{caffe} (blob {i}: file {layer.blobs[i].shape}, model {targets[i][1]})"
+    if targets[0][0] is None:
+        return {}, None if is_bilinear(fitted[0]) else "learned"
+    tensors = {
+        key: torch.from_numpy(np.ascontiguousarray(array)).float()
+        for (key, _), array in zip(targets, fitted, strict=True)
+    }
+    return tensors, None

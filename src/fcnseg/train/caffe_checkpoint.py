@@ -5,8 +5,9 @@ A converted file is an fcnseg checkpoint, like a ``best.pt`` without the optimis
 the weights (``model``), the config that rebuilds the net (``model_config``), the
 classes and colours (``dataset``), how pixels are fed (``normalization``; ``caffe``:
 BGR on 0-255 minus the reference's mean, as its data layers do) and the data ``eval``
-reads (``train_config``: the recipe of the same name as the reference weights, which
-says the dataset and split the reference evaluates on; else the dataset alone). So
+reads (``train_config``, data fields only: those of the recipe of the same name as the
+reference weights, the dataset and split the reference evaluates on; else the
+dataset alone). So
 ``predict``, ``eval`` and ``serve`` take it as they take any checkpoint, with no flag.
 ``reference`` records where it came from: the file, its sha256, the reported metrics.
 """
@@ -34,6 +35,10 @@ from fcnseg.nets.weights import WeightsError
 from fcnseg.train.checkpoint import save_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.recipes import RECIPES
+
+# The fields of a converted file's train_config: its data, for eval (the model and
+# its input are the checkpoint's own; nothing was trained).
+DATA_FIELDS = ("dataset", "data_root", "train_split", "val_dataset", "val_root", "val_split")
 
 
 def convert_caffemodel(
@@ -99,11 +104,8 @@ def convert_caffemodel(
         base = TrainConfig(dataset=dataset)
     else:
         return checkpoint
-    config = base.replace(
-        model=model_name, width=width, learnable_upsampling=learnable,
-        normalization=normalization, backbone_weights=None, init_from=None,
-    )  # fmt: skip
-    return checkpoint | {"train_config": config.to_dict()}
+    data = {name: getattr(base, name) for name in DATA_FIELDS}
+    return checkpoint | {"train_config": data | {"normalization": normalization}}
 
 
 def _classes(dataset: str | None, num_classes: int, path: str | os.PathLike) -> DatasetInfo:
