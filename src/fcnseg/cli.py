@@ -30,8 +30,8 @@ FIELD_HELP = {
     "pad": "input padding of conv1 (100 as the reference)",
     "backbone_weights": "'imagenet' (torchvision's file) or a local state_dict path; "
     "none: from scratch",
-    "init_from": "checkpoint of a coarser FCN to start from (staged training); "
-    "none: the backbone weights",
+    "init_from": "checkpoint of a coarser FCN to start from (staged training), or one per "
+    "stream of a late-fusion net (color=PATH,hha=PATH); none: the backbone weights",
     "dataset": "dataset name (fcnseg datasets)",
     "data_root": "dataset folder; none: no folder (the synthetic dataset)",
     "train_split": "split to train on",
@@ -272,18 +272,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_heads(args: argparse.Namespace, model, cfg: TrainConfig, dataset, device) -> int:
     """``eval`` of a net with several heads (SIFT Flow's): each on its own labels."""
-    from fcnseg.data.registry import HEAD_DATASETS, build_dataset
+    from fcnseg.data.registry import build_dataset, head_datasets
     from fcnseg.deploy.files import write_eval_json
     from fcnseg.deploy.tta import with_tta
     from fcnseg.train.engine import json_safe
     from fcnseg.train.heads import evaluate_heads
 
-    names = HEAD_DATASETS.get(cfg.val_dataset, ())
-    if len(names) != len(model.heads):
-        raise DataError(
-            f"the net has {len(model.heads)} heads but {cfg.val_dataset} labels one; "
-            f"datasets with a label set per head: {', '.join(HEAD_DATASETS)}"
-        )
+    names = head_datasets(cfg.val_dataset, len(model.heads))
     root = cfg.val_root or cfg.data_root
     sets = [dataset] + [build_dataset(n, root, cfg.val_split, dataset.transform) for n in names[1:]]
     for data in sets:

@@ -123,3 +123,41 @@ def test_its_recipe_trains(nyud, tmp_path):
     )
     metrics = train(cfg, tmp_path / "run", progress=False)
     assert metrics["trained"] == 2 and len(metrics["per_class_iu"]) == 40
+
+
+def test_colour_hha_recipe_starts_each_stream_from_its_net(nyud, tmp_path, monkeypatch, capsys):
+    # The reference's order: colour and HHA FCN-32s, then the late-fusion net from both.
+    from fcnseg.cli import main
+    from fcnseg.train.checkpoint import load_checkpoint
+    from fcnseg.train.engine import make_model, train
+    from fcnseg.train.recipes import get_recipe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tiny = {"data_root": str(nyud), "backbone_weights": None, "width": 0.0625,
+            "iterations": 1, "eval_every": 1, "lr": 1e-4}  # fmt: skip
+    runs = {}
+    for stream in ("color", "hha"):
+        runs[stream] = tmp_path / stream
+        train(get_recipe(f"nyud-fcn32s-{stream}").replace(**tiny), runs[stream], progress=False)
+    init = f"color={runs['color'] / 'best.pt'},hha={runs['hha'] / 'best.pt'}"
+    cfg = get_recipe("nyud-fcn32s-color-hha").replace(**tiny, init_from=init)
+    model = make_model(cfg, 40)
+    for stream, run in runs.items():
+        trained = load_checkpoint(run / "best.pt")["model"]
+        own = getattr(model, stream).state_dict()
+        assert all(torch.equal(own[k], v) for k, v in trained.items()), stream
+    flags = ["--data-root", str(nyud), "--width", "0.0625", "--iterations", "1", "--quiet"]
+    out = tmp_path / "color-hha"
+    assert main(["train", "--recipe", "nyud-fcn32s-color-hha", "--init-from", init,
+                 "--out", str(out), *flags]) == 0  # fmt: skip
+    assert load_checkpoint(out / "best.pt")["model_config"]["name"] == "fcn32s-color-hha"
+    capsys.readouterr()
+    bad = f"color={runs['color'] / 'best.pt'}"
+    assert main(["train", "--recipe", "nyud-fcn32s-color-hha", "--init-from", bad,
+                 "--out", str(tmp_path / "bad"), *flags]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"fcnseg: error: init_from (--init-from) {bad!r}: give each stream of fcn32s-color-hha "
+        "one checkpoint, as color=PATH,hha=PATH"
+    )
+    assert not (tmp_path / "bad").exists()

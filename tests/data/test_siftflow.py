@@ -1,13 +1,19 @@
 """SIFT Flow in its own layout (JPEGs, .mat 'S' labels, the reference's lists) on a tiny tree."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 from scipy.io import savemat
 
+from fcnseg.cli import main
+from fcnseg.data.check import check_pairs
 from fcnseg.data.info import DataError
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.siftflow import FOLDER
+from fcnseg.train.checkpoint import load_checkpoint
+from fcnseg.train.config import TrainConfig, build_train_set, build_val_sets
 
 SPLITS = {"trainval": ["coast_arnat59", "forest_for121"], "test": ["street_bost64"]}
 SHAPE = (16, 16)
@@ -68,3 +74,58 @@ def test_bad_geometric_value(siftflow, tmp_path):
         build_dataset("siftflow-geometric", root, "test")[0]
     with pytest.raises(DataError, match="SemanticLabels/.*x.mat: no such file"):
         build_dataset("siftflow", root, "test")[0]
+
+
+def test_a_two_head_net_reads_both_labels_of_each_image(siftflow, tmp_path):
+    cfg = TrainConfig(model="fcn8s-sem-geo", dataset="siftflow", data_root=str(siftflow),
+                      train_split="trainval", val_split="test")  # fmt: skip
+    data = build_train_set(cfg)
+    assert data.info.name == "siftflow" and data.names == ["coast_arnat59", "forest_for121"]
+    sem, geo = (build_dataset(n, siftflow, "trainval") for n in ("siftflow", "siftflow-geometric"))
+    for i in range(len(data)):
+        image, labels = data[i]
+        assert labels.shape == (*SHAPE, 2)
+        np.testing.assert_array_equal(image, sem[i][0])
+        np.testing.assert_array_equal(labels[..., 0], sem[i][1])
+        np.testing.assert_array_equal(labels[..., 1], geo[i][1])
+    assert [v.info.name for v in build_val_sets(cfg)] == ["siftflow", "siftflow-geometric"]
+    # The data check reads every head's files.
+    bad = tmp_path / "bad"
+    for folder in ("Images", "SemanticLabels", "GeoLabels"):
+        (bad / folder / FOLDER).mkdir(parents=True)
+    (bad / "trainval.txt").write_text("x\n")
+    Image.new("RGB", SHAPE).save(bad / "Images" / FOLDER / "x.jpg")
+    savemat(bad / "SemanticLabels" / FOLDER / "x.mat", {"S": semantic(0)})
+    savemat(bad / "GeoLabels" / FOLDER / "x.mat", {"S": np.full(SHAPE, 4)})
+    with pytest.raises(DataError, match=r"GeoLabels/.*x.mat: label values \[4\]"):
+        check_pairs(build_train_set(cfg.replace(data_root=str(bad))), progress=False)
+
+
+def test_both_heads_train_then_evaluate_through_the_cli(siftflow, tmp_path, monkeypatch, capsys):
+    # The recipes end to end on the tree: narrow, no download, a few updates each.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tiny = ["--data-root", str(siftflow), "--width", "0.0625", "--iterations", "2",
+            "--eval-every", "2", "--lr", "1e-6", "--quiet"]  # fmt: skip
+    out = tmp_path / "fcn32s"
+    assert main(["train", "--recipe", "siftflow-fcn32s", "--backbone-weights", "none",
+                 "--out", str(out), *tiny]) == 0  # fmt: skip
+    evals = [r["eval"] for r in map(json.loads, (out / "metrics.jsonl").open()) if "eval" in r]
+    heads = evals[-1]["heads"]
+    assert [h["dataset"] for h in heads] == ["siftflow", "siftflow-geometric"]
+    assert [len(h["per_class_iu"]) for h in heads] == [33, 3]
+    assert evals[-1]["mean_iu"] == heads[0]["mean_iu"]  # best.pt by the semantic head
+    best = load_checkpoint(out / "best.pt")
+    # Score layers start at zero: each moved, so each head's loss reached its own layer.
+    for head in ("sem", "geo"):
+        assert best["model"][f"score_fr_{head}.weight"].abs().sum() > 0, head
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    assert main(["eval", str(out / "best.pt"), "--json", str(report), "--device", "cpu"]) == 0
+    assert "\nsiftflow-geometric\n" in capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert [h["mean_iu"] for h in result["heads"]] == pytest.approx([h["mean_iu"] for h in heads])
+    # Staged: FCN-16s starts from this FCN-32s, both heads' layers copied.
+    staged = tmp_path / "fcn16s"
+    assert main(["train", "--recipe", "siftflow-fcn16s", "--init-from", str(out / "best.pt"),
+                 "--out", str(staged), *tiny]) == 0  # fmt: skip
+    assert load_checkpoint(staged / "last.pt")["model_config"]["name"] == "fcn16s-sem-geo"

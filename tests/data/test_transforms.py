@@ -100,6 +100,25 @@ def test_scale_crop_flip_keep_image_and_label_aligned():
     assert compared > labelled / 4  # enough of the image is unambiguous
 
 
+def test_the_labels_of_two_heads_get_the_same_geometry():
+    """A second map derived from the first (class // 3, void kept) stays so derived through
+    scale, crop (with padding) and flip, and each map is what the one-map pipeline makes."""
+    image, label = scene(5, 30, 41, seed=2)
+    derived = np.where(label == 255, 255, label // 3)
+    both = np.stack([label, derived], axis=-1)  # (H, W, 2), as a two-head dataset reads
+    t = train_transform(scale=(0.5, 2.0), crop=48, flip=True)
+    voids = 0
+    for seed in range(30):
+        x, y = t(image, both, random.Random(seed))
+        assert y.shape == (2, 48, 48) and y.dtype == torch.int64
+        first, second = y
+        assert torch.equal(second, torch.where(first == 255, 255, first // 3))
+        x1, y1 = t(image, label, random.Random(seed))
+        assert torch.equal(x, x1) and torch.equal(first, y1)
+        voids += int((first == 255).sum())
+    assert voids > 0  # padding or the void corner came through
+
+
 def test_transforms_draw_only_from_the_rng_they_are_given():
     image, label = scene(4, 40, 50)
     t = train_transform(scale=(0.5, 2.0), crop=32, flip=True)

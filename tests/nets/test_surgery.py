@@ -3,6 +3,7 @@ import torch
 
 import fcnseg
 from fcnseg import WeightsError, init_from
+from fcnseg.nets.surgery import init_streams
 from tests.conftest import randomize_scores
 
 # torchvision's vgg16 state_dict, written out from its layout: conv indices and shapes.
@@ -156,6 +157,35 @@ def test_init_from_names_the_tensors_of_another_shape(tmp_path):
     assert "score_fr.weight" in copied and not any(k.startswith("score_pool4") for k in copied)
     assert all(torch.equal(target.state_dict()[k], source[k]) for k in copied)
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items() if k not in copied)
+
+
+def test_each_stream_starts_from_its_own_net(tmp_path):
+    # The reference's colour + HHA net starts from its trained colour and HHA nets.
+    states = {}
+    for seed, stream in enumerate(("color", "hha")):
+        torch.manual_seed(seed)
+        net = randomize_scores(fcnseg.build_model("fcn32s", 40, width=0.0625), std=0.1)
+        torch.save({"model": net.state_dict()}, tmp_path / f"{stream}.pt")
+        states[stream] = net
+    model = fcnseg.build_model("fcn32s-color-hha", 40, width=0.0625)
+    init_streams(model, {stream: tmp_path / f"{stream}.pt" for stream in states})
+    for stream, net in states.items():
+        own, theirs = getattr(model, stream).state_dict(), net.state_dict()
+        assert own.keys() == theirs.keys()
+        assert all(torch.equal(own[k], theirs[k]) for k in theirs), stream
+    # So the fused scores are half of each net's on its own channels.
+    x = torch.randn(1, 6, 20, 24)
+    model.eval()
+    with torch.inference_mode():
+        color = states["color"].eval().score(x[:, :3])
+        hha = states["hha"].eval().score(x[:, 3:])
+        torch.testing.assert_close(model.score(x), 0.5 * color + 0.5 * hha)
+    torch.save({"model": fcnseg.build_model("fcn32s", 21, width=0.0625).state_dict()},
+               tmp_path / "voc.pt")  # fmt: skip
+    with pytest.raises(WeightsError, match=r"cannot init from .*voc.pt: it predicts 21 classes"):
+        init_streams(model, {"hha": tmp_path / "voc.pt"})
+    with pytest.raises(ValueError, match="no stream depth; the model's: color, hha"):
+        init_streams(model, {"depth": tmp_path / "color.pt"})
 
 
 def test_rgbd_conv1_takes_the_rgb_mean_for_depth(vgg16_file):

@@ -9,7 +9,12 @@ import fcnseg.nets.weights as weights
 from fcnseg.cli import build_parser
 from fcnseg.cli import main as cli_main
 from fcnseg.errors import ConfigError
-from fcnseg.train.config import TrainConfig, option_name, resolve_normalization
+from fcnseg.train.config import (
+    TrainConfig,
+    option_name,
+    resolve_normalization,
+    stream_sources,
+)
 from fcnseg.train.recipes import RECIPES
 
 # (field, a value it refuses, words the message must hold besides the field and its flag)
@@ -108,10 +113,68 @@ def test_model_options_the_builder_refuses(changes):
         TrainConfig(model="fcn-alexnet", **changes)
 
 
-def test_two_head_nets_are_not_trained():
-    # The loss takes one label map per image; SIFT Flow's two-head nets are evaluated only.
-    with pytest.raises(ConfigError, match=r"^model \(--model\) fcn8s-sem-geo has 2 heads"):
-        TrainConfig(model="fcn8s-sem-geo", dataset="siftflow", data_root="x")
+def test_two_head_nets_train_on_a_label_set_per_head():
+    TrainConfig(model="fcn8s-sem-geo", dataset="siftflow", data_root="x")
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(model="fcn8s-sem-geo", dataset="camvid", data_root="x")
+    assert str(e.value) == (
+        "model (--model) fcn8s-sem-geo: the net has 2 heads but camvid labels one; "
+        "datasets with a label set per head: siftflow"
+    )
+    with pytest.raises(ConfigError, match=r"^class_weighting \(--class-weighting\) must be none"):
+        TrainConfig(
+            model="fcn8s-sem-geo", dataset="siftflow", data_root="x", class_weighting="median"
+        )
+
+
+STREAMS = "fcn32s-color-hha"
+
+
+def test_one_checkpoint_per_stream():
+    cfg = TrainConfig(model=STREAMS, init_from="hha=b.pt, color=dir/a.pt")
+    assert stream_sources(cfg) == {"color": "dir/a.pt", "hha": "b.pt"}  # in stream order
+    # One path, though it holds '=' or ',': the net's own checkpoint, or a coarser FCN's.
+    for path in ("runs/lr=1e-3/best.pt", "./color=a.pt", "a,b.pt"):
+        assert stream_sources(TrainConfig(model=STREAMS, init_from=path)) is None
+        assert stream_sources(TrainConfig(init_from=path)) is None
+
+
+@pytest.mark.parametrize(
+    "model,init_from,words",
+    [
+        (STREAMS, "color=a.pt", "give each stream of fcn32s-color-hha one checkpoint, as "
+                                "color=PATH,hha=PATH"),
+        (STREAMS, "colour=a.pt,hha=b.pt", "give each stream"),
+        (STREAMS, "color=a.pt,hha=b.pt,hha=c.pt", "give each stream"),
+        (STREAMS, "color=a.pt,b.pt", "give each stream"),
+        ("fcn32s", "color=a.pt", "fcn32s has one stream; give one checkpoint"),
+    ],
+)  # fmt: skip
+def test_bad_per_stream_sources_are_one_line(model, init_from, words):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(model=model, init_from=init_from)
+    message = str(e.value)
+    assert message.startswith(f"init_from (--init-from) {init_from!r}: ") and words in message
+    assert "\n" not in message
+
+
+def test_per_stream_normalization(tmp_path):
+    def sources(color, hha):
+        a = save_checkpoint_with(tmp_path / "a.pt", color)
+        b = save_checkpoint_with(tmp_path / "b.pt", hha)
+        return TrainConfig(model=STREAMS, init_from=f"color={a},hha={b}")
+
+    assert resolve_normalization(sources("imagenet", "imagenet")) == "imagenet"
+    # The reference's converted nets: colour minus NYUDv2's BGR mean, HHA minus its own.
+    assert resolve_normalization(sources("nyud", "nyud-hha")) == "nyud"
+    with pytest.raises(
+        ConfigError,
+        match=r"normalization imagenet feeds the hha stream as "
+        r"imagenet, but its checkpoint was trained with nyud-hha",
+    ):
+        resolve_normalization(sources("imagenet", "nyud-hha"))
+    chosen = sources("imagenet", "nyud-hha").replace(normalization="nyud")
+    assert resolve_normalization(chosen) == "nyud"
 
 
 def test_json_round_trip_keeps_every_recipe():

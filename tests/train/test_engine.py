@@ -159,7 +159,7 @@ def test_color_jitter_and_label_smoothing_reach_the_data_and_the_loss(tmp_path, 
         monkeypatch.setattr(engine, fn.__name__, wrapped)
 
     spy("color_jitter", "jitter", engine.train_transform)
-    spy("label_smoothing", "smoothing", engine.pixel_loss)
+    spy("label_smoothing", "smoothing", engine.heads_loss)
     cfg = TINY.replace(iterations=1, color_jitter=0.3, label_smoothing=0.1, eval_every=1)
     train(cfg, tmp_path, progress=False)
     assert seen == {"jitter": [0.3], "smoothing": [0.1]}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fcnseg.train.loss import loss_denominator, pixel_loss
+from fcnseg.train.loss import heads_loss, loss_denominator, loss_denominators, pixel_loss
 
 
 def test_loss_normalisation_and_void():
@@ -70,3 +70,47 @@ def test_label_smoothing_against_log_softmax_by_hand(weighted, normalize):
     unsmoothed = pixel_loss(logits, target, normalize=normalize,
                             class_weights=w if weighted else None)  # fmt: skip
     assert not torch.allclose(loss, unsmoothed)
+
+
+def direct(logits, target, normalize):
+    """One head's loss written out: -log softmax at each non-void pixel, summed or averaged."""
+    valid = target != 255
+    picked = torch.log_softmax(logits, 1).gather(1, target.clamp(max=logits.shape[1] - 1)[:, None])
+    total = -picked[:, 0][valid].sum()
+    return total / valid.sum() if normalize else total
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_two_heads_add_their_own_losses(normalize):
+    # SIFT Flow's two SoftmaxWithLoss layers, loss weight 1 each: 33 and 3 classes, each
+    # head with its own void pixels and its own normaliser.
+    sem = torch.randn(2, 33, 5, 6, requires_grad=True)
+    geo = torch.randn(2, 3, 5, 6, requires_grad=True)
+    target = torch.stack([torch.randint(0, 33, (2, 5, 6)), torch.randint(0, 3, (2, 5, 6))], 1)
+    target[0, 0, :2] = 255  # 12 void semantic pixels
+    target[1, 1, :, :1] = 255  # 5 void geometric ones, elsewhere
+    loss = heads_loss((sem, geo), target, normalize=normalize)
+    expected = direct(sem, target[:, 0], normalize) + direct(geo, target[:, 1], normalize)
+    torch.testing.assert_close(loss, expected)
+    # The gradient of each head's logits is its own loss's alone.
+    grads = torch.autograd.grad(loss, (sem, geo))
+    own = torch.autograd.grad(direct(sem, target[:, 0], normalize), sem)[0]
+    torch.testing.assert_close(grads[0], own)
+    # Parts of an update that divide by the whole's per-head denominators add up to it.
+    denominators = loss_denominators(target)
+    assert denominators.tolist() == [60 - 12, 60 - 5]
+    parts = sum(
+        heads_loss((sem[i : i + 1], geo[i : i + 1]), target[i : i + 1], normalize=normalize,
+                   denominators=denominators)
+        for i in range(2)
+    )  # fmt: skip
+    torch.testing.assert_close(parts, loss)
+
+
+def test_one_head_is_pixel_loss():
+    logits = torch.randn(2, 4, 3, 5)
+    target = torch.randint(0, 4, (2, 3, 5))
+    assert loss_denominators(target).tolist() == [30]
+    assert torch.equal(heads_loss(logits, target), pixel_loss(logits, target))
+    with pytest.raises(ValueError, match="2 heads of logits but 1 label maps"):
+        heads_loss((logits, logits), target)

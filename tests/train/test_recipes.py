@@ -3,7 +3,7 @@ import torch
 
 from fcnseg.errors import ConfigError
 from fcnseg.nets.weights import IMAGENET_WEIGHTS
-from fcnseg.train.config import TrainConfig, resolve_normalization
+from fcnseg.train.config import TrainConfig, resolve_normalization, stream_sources
 from fcnseg.train.recipes import RECIPES, get_recipe
 
 VOC = [name for name in RECIPES if name.startswith("voc-")]
@@ -57,19 +57,40 @@ def test_staged_voc_recipes_start_from_the_previous_stage(tmp_path):
         ("nyud-fcn32s-color", "nyud", "fcn32s", 1e-10, 100_000),
         ("nyud-fcn32s-hha", "nyud-hha", "fcn32s", 1e-10, 100_000),
         ("nyud-fcn32s-color-d", "nyud-color-d", "fcn32s-color-d", 1e-10, 100_000),
+        ("nyud-fcn32s-color-hha", "nyud-color-hha", "fcn32s-color-hha", 1e-12, 100_000),
+        ("siftflow-fcn32s", "siftflow", "fcn32s-sem-geo", 1e-10, 100_000),
+        ("siftflow-fcn16s", "siftflow", "fcn16s-sem-geo", 1e-12, 100_000),
+        ("siftflow-fcn8s", "siftflow", "fcn8s-sem-geo", 1e-12, 100_000),
     ],
 )
 def test_section_5_recipes_have_the_reference_solvers(name, dataset, model, lr, iterations):
     # solver.prototxt: fixed lr, momentum 0.99, weight decay 5e-4, summed loss, batch 1;
-    # solve.py: 50 rounds of 8000 (PASCAL-Context) or 2000 (NYUDv2) iterations.
+    # solve.py: 50 rounds of 8000 (PASCAL-Context) or 2000 (NYUDv2, SIFT Flow) iterations.
     cfg = RECIPES[name]
     assert (cfg.dataset, cfg.val_dataset, cfg.model, cfg.lr) == (dataset, None, model, lr)
     assert (cfg.momentum, cfg.weight_decay, cfg.schedule) == (0.99, 5e-4, "fixed")
     assert (cfg.normalize_loss, cfg.batch_size, cfg.crop) == (False, 1, None)
     assert cfg.iterations == iterations and cfg.eval_every * 50 == iterations
-    split = ("train", "val") if dataset == "pascal-context" else ("train+val", "test")
-    assert (cfg.train_split, cfg.val_split) == split
-    staged = name.endswith(("fcn16s", "fcn8s"))
+    splits = {"pascal-context": ("train", "val"), "siftflow": ("trainval", "test")}
+    assert (cfg.train_split, cfg.val_split) == splits.get(dataset, ("train+val", "test"))
+    staged = name.endswith(("fcn16s", "fcn8s", "color-hha"))
     assert (cfg.backbone_weights, cfg.init_from is not None) == (
         (None, True) if staged else ("imagenet", False)
     )
+
+
+@pytest.mark.parametrize(
+    "name,sources",
+    [
+        ("siftflow-fcn16s", "runs/siftflow-fcn32s/best.pt"),
+        ("siftflow-fcn8s", "runs/siftflow-fcn16s/best.pt"),
+        # solve.py: each stream from the trained colour and HHA nets.
+        ("nyud-fcn32s-color-hha", {"color": "runs/nyud-fcn32s-color/best.pt",
+                                   "hha": "runs/nyud-fcn32s-hha/best.pt"}),
+    ],
+)  # fmt: skip
+def test_section_5_stages_start_from_the_previous_runs(name, sources):
+    cfg = RECIPES[name]
+    assert (stream_sources(cfg) or cfg.init_from) == sources
+    for path in [sources] if isinstance(sources, str) else sources.values():
+        assert path.split("/")[1] in RECIPES  # runs/<recipe>/best.pt

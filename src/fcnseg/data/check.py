@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fcnseg.atomic import atomic_write
-from fcnseg.data.dataset import FileDataset, SegmentationDataset
+from fcnseg.data.dataset import FileDataset, MultiHeadDataset, SegmentationDataset
 from fcnseg.data.images import default_max_pixels
 from fcnseg.data.info import DataError
 
@@ -44,7 +44,7 @@ def check_pairs(
 
     Args:
         dataset: any dataset; only file datasets are checked (drawn scenes cannot
-            be bad).
+            be bad), each part of a :class:`MultiHeadDataset` on its own.
         cache_dir: where to keep results between calls (None: no cache). A pair
             is checked again when either file's size or mtime changed, or the
             dataset's classes, colours or void did.
@@ -54,6 +54,10 @@ def check_pairs(
         DataError: ``"N of M pairs in <split> are bad:"``, then one line per bad
             pair (at most :data:`MAX_LISTED`, then ``"... and K more"``).
     """
+    if isinstance(dataset, MultiHeadDataset):  # each head's labels are files of their own
+        for part in dataset.parts:
+            check_pairs(part, cache_dir=cache_dir, progress=progress)
+        return
     if not isinstance(dataset, FileDataset):
         return
     cache_file = None if cache_dir is None else Path(cache_dir) / _cache_name(dataset)

@@ -2,13 +2,14 @@
 
 Every dataset yields ``(image, label)``: image (H, W, 3) uint8 RGB, label (H, W)
 int64 with the dataset's void value mapped to :data:`~fcnseg.data.info.IGNORE_INDEX`
-(255). With a transform, whatever the transform returns. Each knows its class
-names, colours and on-disk void value (:class:`~fcnseg.data.info.DatasetInfo`).
+(255); a :class:`MultiHeadDataset` stacks one such label per head, (H, W, K). With a
+transform, whatever the transform returns. Each knows its class names, colours and
+on-disk void value (:class:`~fcnseg.data.info.DatasetInfo`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,38 @@ class SegmentationDataset(Dataset):
         if self.transform is not None:
             return self.transform(image, label)
         return image, label
+
+
+class MultiHeadDataset(SegmentationDataset):
+    """The same images labelled once per head of a several-head net (SIFT Flow's two).
+
+    ``parts[k]`` labels head k; all list the same images in the same order. Yields
+    image (H, W, C) and labels (H, W, K), one map per head, each with its own
+    classes and void mapped to 255 (the transforms give them the same geometry).
+    ``info`` is the first head's: the classes a checkpoint of the net records.
+
+    Raises:
+        DataError: the parts do not list the same images.
+    """
+
+    def __init__(self, parts: Sequence[SegmentationDataset], transform: Transform | None = None):
+        super().__init__(transform)
+        first = parts[0]
+        for part in parts[1:]:
+            if len(part) != len(first) or getattr(part, "names", None) != first.names:
+                raise DataError(
+                    f"{part.info.name} and {first.info.name} do not list the same images"
+                )
+        self.parts, self.info, self.names = tuple(parts), first.info, first.names
+
+    def __len__(self) -> int:
+        return len(self.parts[0])
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image (H, W, C) and every head's validated label, stacked (H, W, K) int64."""
+        image, label = self.parts[0].load(index)
+        labels = [label] + [part.load(index)[1] for part in self.parts[1:]]
+        return image, np.stack(labels, axis=-1)
 
 
 class FileDataset(SegmentationDataset):

@@ -50,6 +50,22 @@ HEAD_DATASETS: dict[str, tuple[str, ...]] = {"siftflow": ("siftflow", "siftflow-
 dataset: SIFT Flow's semantic and geometric labels of the same images."""
 
 
+def head_datasets(name: str, heads: int) -> tuple[str, ...]:
+    """The datasets labelling each head of a net with ``heads`` heads, on the images of
+    ``name`` (itself for one head).
+
+    Raises:
+        DataError: ``name`` has not one label set per head.
+    """
+    names = HEAD_DATASETS.get(name, (name,)) if heads > 1 else (name,)
+    if len(names) != heads:
+        raise DataError(
+            f"the net has {heads} heads but {name} labels one; "
+            f"datasets with a label set per head: {', '.join(HEAD_DATASETS)}"
+        )
+    return names
+
+
 def build_dataset(
     name: str, root: str | os.PathLike | None, split: str, transform: Transform | None = None
 ) -> SegmentationDataset:

@@ -2,6 +2,9 @@
 
 Images are normalised first (uint8 (H, W, 3) -> float (3, H, W)); geometry then
 acts on tensors, labels resized with nearest neighbour only and padded with void.
+A label is one map (H, W), or one per head of a several-head net, (H, W, K) as
+read and (K, H, W) once a tensor (channels first, as the image): every map gets
+the same geometry.
 Only the optional colour jitter comes before, on the uint8 RGB image itself, so it
 means the same for every normalisation. Evaluation uses :func:`normalize` alone, on
 the whole image at its own size.
@@ -33,6 +36,7 @@ from fcnseg.nets.weights import (
 )
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+"""A normalised image (C, H, W) and its label, (H, W) or (K, H, W) int64."""
 Channels = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -48,8 +52,7 @@ def _minus(mean: Sequence[float], *, bgr: bool) -> Channels:
     return lambda x: (x.flip(0) if bgr else x) - torch.tensor(mean).view(3, 1, 1)
 
 
-# How each normalisation feeds a 3-channel image: the first (colour, or HHA alone for
-# nyud-hha), and the second of a colour + HHA input (default: like the first).
+# How each normalisation feeds a 3-channel image (colour, or HHA alone for nyud-hha).
 _FIRST: dict[str, Channels] = {
     "imagenet": _imagenet,
     "caffe": _minus(CAFFE_BGR_MEAN, bgr=True),
@@ -57,7 +60,7 @@ _FIRST: dict[str, Channels] = {
     "nyud-hha": _minus(NYUD_HHA_MEAN, bgr=False),
     "siftflow": _minus(SIFT_FLOW_BGR_MEAN, bgr=True),
 }
-_SECOND: dict[str, Channels] = {"nyud": _minus(NYUD_HHA_MEAN, bgr=False)}
+_SECOND: dict[str, str] = {"nyud": "nyud-hha"}
 _TWO_IMAGES = ("imagenet", "caffe", "nyud")  # modes that take colour + depth or + HHA
 
 
@@ -93,12 +96,26 @@ def normalize_image(image: np.ndarray, mode: str = "imagenet") -> torch.Tensor:
     first = _FIRST[mode](x[:3])
     if channels == 3:
         return first
-    rest = _log_depth(x[3:]) if channels == 4 else _SECOND.get(mode, _FIRST[mode])(x[3:])
+    rest = _log_depth(x[3:]) if channels == 4 else _FIRST[second_image_normalization(mode)](x[3:])
     return torch.cat([first, rest])
 
 
+def second_image_normalization(mode: str) -> str:
+    """How ``mode`` feeds the second image (HHA) of a colour + HHA input: as that
+    normalisation feeds a 3-channel image (``nyud``: as ``nyud-hha``; others: alike)."""
+    return _SECOND.get(mode, mode)
+
+
+def label_tensor(label: np.ndarray) -> torch.Tensor:
+    """(H, W) -> (H, W) int64; the (H, W, K) maps of K heads -> (K, H, W), channels first."""
+    label = np.asarray(label, np.int64)
+    if label.ndim == 3:
+        label = np.ascontiguousarray(label.transpose(2, 0, 1))
+    return torch.from_numpy(label)
+
+
 class Normalize:
-    """Numpy pair -> tensors: normalised image (C, H, W), label (H, W) int64."""
+    """Numpy pair -> tensors: normalised image (C, H, W), label (H, W) or (K, H, W) int64."""
 
     def __init__(self, mode: str = "imagenet") -> None:
         normalize_image(np.zeros((1, 1, 3), np.uint8), mode)  # fail early on a bad mode
@@ -107,7 +124,7 @@ class Normalize:
     def __call__(
         self, image: np.ndarray, label: np.ndarray, rng: random.Random | None = None
     ) -> Pair:
-        return normalize_image(image, self.mode), torch.from_numpy(np.asarray(label, np.int64))
+        return normalize_image(image, self.mode), label_tensor(label)
 
 
 # ITU-R BT.601 luma, the grey of PIL's "L" mode (and torchvision's).
@@ -234,11 +251,12 @@ class RandomScale:
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> Pair:
         s = rng.uniform(self.low, self.high)
-        h, w = label.shape
+        h, w = label.shape[-2:]
         size = (max(1, round(h * s)), max(1, round(w * s)))
         image = F.interpolate(image[None], size, mode="bilinear", align_corners=False)[0]
-        label = F.interpolate(label[None, None].float(), size, mode="nearest")[0, 0].long()
-        return image, label
+        # Every map of a (K, H, W) label as a channel: one nearest-neighbour resize.
+        maps = F.interpolate(label.reshape(1, -1, h, w).float(), size, mode="nearest")
+        return image, maps.reshape(*label.shape[:-2], *size).long()
 
 
 class RandomCrop:
@@ -249,14 +267,14 @@ class RandomCrop:
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> Pair:
         th, tw = self.size
-        h, w = label.shape
+        h, w = label.shape[-2:]
         ph, pw = max(th - h, 0), max(tw - w, 0)
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
             label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
-            h, w = label.shape
+            h, w = label.shape[-2:]
         y, x = rng.randint(0, h - th), rng.randint(0, w - tw)
-        return image[:, y : y + th, x : x + tw], label[y : y + th, x : x + tw]
+        return image[:, y : y + th, x : x + tw], label[..., y : y + th, x : x + tw]
 
 
 class RandomHorizontalFlip:

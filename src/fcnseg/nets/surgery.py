@@ -4,7 +4,8 @@ The reference's ``surgery.transplant`` copies a classifier's convolutions, resha
 its fully connected layers into fc6/fc7 and drops the ImageNet classifier. Here the
 classifier is loaded with its own (torchvision) key names and then convolutionalized
 (:func:`fcnseg.nets.fcn.fcn_from_classifier`), so the reshape lives in one place.
-Staged training (section 4.2) starts FCN-16s from FCN-32s and FCN-8s from FCN-16s.
+Staged training (section 4.2) starts FCN-16s from FCN-32s and FCN-8s from FCN-16s;
+the late-fusion NYUDv2 net starts each stream from a trained one-stream net.
 """
 
 from __future__ import annotations
@@ -98,6 +99,32 @@ def init_from(
         raise WeightsError(f"cannot init from {name}: it shares no backbone weights with the model")
     model.load_state_dict({k: state[k] for k in shared}, strict=False)
     return shared
+
+
+def init_streams(
+    model: nn.Module,
+    sources: Mapping[str, nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike],
+) -> None:
+    """Initialise each stream of a late-fusion net from a trained one-stream FCN.
+
+    The reference starts its colour + HHA net from its trained colour and HHA
+    FCN-32s (its ``solve.py`` transplants each into its stream). Each stream is
+    initialised by :func:`init_from`, whose messages name the source file.
+
+    Args:
+        model: a :class:`~fcnseg.nets.two_stream.TwoStreamFCN`, changed in place.
+        sources: stream name -> its source (a net, its state_dict, or a checkpoint).
+
+    Raises:
+        ValueError: a name that is not one of the model's streams.
+        WeightsError: as :func:`init_from`, for a source that does not fit its stream.
+    """
+    streams = getattr(model, "stream_names", ())
+    unknown = sorted(set(sources) - set(streams))
+    if unknown:
+        raise ValueError(f"no stream {', '.join(unknown)}; the model's: {', '.join(streams)}")
+    for name, source in sources.items():
+        init_from(getattr(model, name), source)
 
 
 def _check_classes(own: Mapping[str, torch.Tensor], state: Mapping, name: str) -> None:

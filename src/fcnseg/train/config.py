@@ -4,8 +4,9 @@ Every field is checked in :meth:`TrainConfig.__post_init__` (its type, then its
 range or choices, then whether the model can be built with these options), so a
 bad value stops with one line naming the field and its flag before anything
 runs. The config also says which data a run reads (:func:`build_train_set`,
-:func:`build_val_set`) and which pixel normalisation its starting weights expect
-(:func:`resolve_normalization`).
+:func:`build_val_sets`: a label set per head for a several-head net), which
+checkpoint starts each stream of a late-fusion net (:func:`stream_sources`) and
+which pixel normalisation its starting weights expect (:func:`resolve_normalization`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
 
-from fcnseg.data.dataset import SegmentationDataset, Transform
+from fcnseg.data.dataset import MultiHeadDataset, SegmentationDataset, Transform
 from fcnseg.data.info import DataError
-from fcnseg.data.registry import DATASETS, build_dataset
+from fcnseg.data.registry import DATASETS, build_dataset, head_datasets
+from fcnseg.data.transforms import second_image_normalization
 from fcnseg.data.voc import VOCDataset
 from fcnseg.errors import ConfigError
 from fcnseg.nets.registry import MODELS, build_model
@@ -48,7 +51,8 @@ class TrainConfig:
     learnable_upsampling: bool = False
     pad: int = 100
     backbone_weights: str | None = None  # "imagenet", a path, or None (from scratch)
-    init_from: str | None = None  # checkpoint of a coarser FCN (staged training)
+    init_from: str | None = None  # checkpoint of a coarser FCN (staged training), or
+    # one per stream of a late-fusion net: "color=PATH,hha=PATH" (stream_sources)
     # data
     dataset: str = "synthetic"
     data_root: str | None = None
@@ -235,18 +239,69 @@ def _check_model_options(cfg: TrainConfig) -> None:
     memory, no weights, about 10 ms."""
     try:
         with torch.device("meta"):
-            model = build_model(
+            build_model(
                 cfg.model, 2, batch_norm=cfg.batch_norm, width=cfg.width, pad=cfg.pad,
                 learnable_upsampling=cfg.learnable_upsampling, dropout=cfg.dropout,
             )  # fmt: skip
     except ValueError as e:
         options = f"--pad {cfg.pad}" + (" --batch-norm" if cfg.batch_norm else "")
         raise ConfigError(f"{_named('model')} {cfg.model} with {options}: {e}") from None
-    if len(getattr(model, "heads", "")) > 1:  # the loss takes one label map per image
+    _check_heads(cfg)
+    stream_sources(cfg)  # a per-stream init_from fits the model's streams
+
+
+def _heads(cfg: TrainConfig) -> int:
+    return len(MODELS[cfg.model].heads)
+
+
+def _check_heads(cfg: TrainConfig) -> None:
+    """A net with several heads trains on a dataset with a label set per head (SIFT
+    Flow) and takes no class weights (they would be one head's)."""
+    if _heads(cfg) == 1:
+        return
+    try:
+        head_datasets(cfg.dataset, _heads(cfg))
+    except DataError as e:
+        raise ConfigError(f"{_named('model')} {cfg.model}: {e}") from None
+    if cfg.class_weighting != "none":
         raise ConfigError(
-            f"{_named('model')} {cfg.model} has {len(model.heads)} heads; training takes one "
-            "label map per image: train a one-head net (e.g. fcn8s on siftflow)"
+            f"{_named('class_weighting')} must be none for {cfg.model}: class weights are one "
+            f"head's; got {cfg.class_weighting!r}"
         )
+
+
+_STREAM_SOURCE = re.compile(r"(\w+)=(.+)")
+
+
+def stream_sources(cfg: TrainConfig) -> dict[str, str] | None:
+    """The checkpoint of each stream when ``init_from`` gives one per stream of a
+    late-fusion net (``color=a.pt,hha=b.pt``: the reference starts its colour + HHA
+    net from a trained colour net and a trained HHA net); None when it names one
+    checkpoint, or none. A path with ``=`` in it reads as one path from ``./`` on.
+
+    Raises:
+        ConfigError: a per-stream ``init_from`` that does not name each of the
+            model's streams once, or a model without streams.
+    """
+    if cfg.init_from is None:
+        return None
+    parts = [_STREAM_SOURCE.fullmatch(part.strip()) for part in cfg.init_from.split(",")]
+    if not any(parts):
+        return None
+    streams = MODELS[cfg.model].streams
+    sources = {m[1]: m[2] for m in parts if m}
+    if not streams:
+        raise ConfigError(
+            f"{_named('init_from')} {cfg.init_from!r}: {cfg.model} has one stream; give one "
+            "checkpoint (a file with '=' in its name: ./NAME)"
+        )
+    if not all(parts) or len(parts) != len(streams) or set(sources) != set(streams):
+        want = ",".join(f"{s}=PATH" for s in streams)
+        raise ConfigError(
+            f"{_named('init_from')} {cfg.init_from!r}: give each stream of {cfg.model} one "
+            f"checkpoint, as {want}"
+        )
+    return {s: sources[s] for s in streams}
 
 
 def resolve_normalization(cfg: TrainConfig) -> str:
@@ -257,9 +312,14 @@ def resolve_normalization(cfg: TrainConfig) -> str:
     it is a bare state_dict), the published weights' own entry for ``imagenet``
     backbone weights (:attr:`fcnseg.nets.weights.Weights.normalization`), and
     ``imagenet`` for a local weights file (torchvision's format) or from scratch.
+    A late-fusion net started from one checkpoint per stream takes the first's
+    (:func:`_streams_normalization`).
     """
     if cfg.normalization is not None:
         return cfg.normalization
+    sources = stream_sources(cfg)
+    if sources is not None:
+        return _streams_normalization(sources)
     if cfg.init_from is not None:
         return saved_normalization(cfg.init_from) or "imagenet"
     if cfg.backbone_weights == "imagenet":
@@ -268,9 +328,51 @@ def resolve_normalization(cfg: TrainConfig) -> str:
     return "imagenet"
 
 
+def _streams_normalization(sources: dict[str, str]) -> str:
+    """The first stream's checkpoint's normalisation, once it is known to feed every
+    other stream as that one's checkpoint was trained (``imagenet`` feeds HHA as
+    ``imagenet``; ``nyud``, the reference's colour net's, as ``nyud-hha``, its HHA net's).
+
+    Raises:
+        ConfigError: a stream would be fed otherwise than it was trained.
+    """
+    saved = {name: saved_normalization(path) or "imagenet" for name, path in sources.items()}
+    first, *others = saved
+    feeds = second_image_normalization(saved[first])
+    for name in others:
+        if saved[name] != feeds:
+            raise ConfigError(
+                f"{_named('init_from')}: the {first} checkpoint's normalization "
+                f"{saved[first]} feeds the {name} stream as {feeds}, but its checkpoint was "
+                f"trained with {saved[name]}; set --normalization to choose one"
+            )
+    return saved[first]
+
+
 def build_train_set(cfg: TrainConfig, transform: Transform | None = None) -> SegmentationDataset:
-    """The training data: split ``train_split`` of ``dataset`` under ``data_root``."""
-    return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform)
+    """The training data: split ``train_split`` of ``dataset`` under ``data_root``.
+
+    For a net with several heads, a :class:`~fcnseg.data.dataset.MultiHeadDataset`
+    of each head's labels of those images (SIFT Flow's semantic and geometric).
+    """
+    names = head_datasets(cfg.dataset, _heads(cfg))
+    if len(names) == 1:
+        return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform)
+    parts = [build_dataset(name, cfg.data_root, cfg.train_split) for name in names]
+    return MultiHeadDataset(parts, transform)
+
+
+def build_val_sets(
+    cfg: TrainConfig, transform: Transform | None = None
+) -> list[SegmentationDataset]:
+    """The validation data of each head: :func:`build_val_set`'s for a one-head net;
+    for several, each head's labels of split ``val_split`` of ``dataset`` (under
+    ``val_root``, else ``data_root``), in head order."""
+    names = head_datasets(cfg.val_dataset or cfg.dataset, _heads(cfg))
+    if len(names) == 1:
+        return [build_val_set(cfg, transform)]
+    root = cfg.val_root or cfg.data_root
+    return [build_dataset(name, root, cfg.val_split, transform) for name in names]
 
 
 def build_val_set(cfg: TrainConfig, transform: Transform | None = None) -> SegmentationDataset:

@@ -31,17 +31,23 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from fcnseg.data.check import check_pairs, default_cache_dir
-from fcnseg.data.dataset import SegmentationDataset, Transform
+from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.transforms import eval_transform, train_transform
 from fcnseg.errors import ConfigError
 from fcnseg.nets.registry import build_model
-from fcnseg.nets.surgery import init_from
+from fcnseg.nets.surgery import init_from, init_streams
 from fcnseg.train.checkpoint import load_checkpoint
-from fcnseg.train.config import TrainConfig, build_train_set, build_val_set, resolve_normalization
+from fcnseg.train.config import (
+    TrainConfig,
+    build_train_set,
+    build_val_sets,
+    resolve_normalization,
+    stream_sources,
+)
 from fcnseg.train.device import memory_format, resolve_precision
 from fcnseg.train.distributed import Context, all_reduce_sum, process_group
-from fcnseg.train.loss import loss_denominator, median_frequency_weights, pixel_loss
+from fcnseg.train.loss import heads_loss, loss_denominators, median_frequency_weights
 from fcnseg.train.metrics import ConfusionMatrix
 from fcnseg.train.run import RunFolder, check_resume
 
@@ -49,7 +55,8 @@ COLLAPSE_SHARE = 0.95
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""Images (N, 3, H, W), labels (N, H, W) int64 and the samples' seeds (N,) int64."""
+"""Images (N, C, H, W), labels (N, H, W) int64 (a K-head net's: (N, K, H, W)) and the
+samples' seeds (N,) int64."""
 
 
 class StreamSampler(Sampler):
@@ -133,8 +140,9 @@ def make_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool = True) -
 
     Args:
         pretrained: load the starting weights (``backbone_weights``, then
-            ``init_from``). A resumed run leaves them out: its checkpoint replaces
-            every weight, and the files may have moved since (or need a download).
+            ``init_from``: one checkpoint, or one per stream). A resumed run leaves
+            them out: its checkpoint replaces every weight, and the files may have
+            moved since (or need a download).
     """
     model = build_model(
         cfg.model,
@@ -146,7 +154,10 @@ def make_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool = True) -
         pad=cfg.pad,
         dropout=cfg.dropout,
     )
-    if pretrained and cfg.init_from:
+    sources = stream_sources(cfg)
+    if pretrained and sources:
+        init_streams(model, sources)
+    elif pretrained and cfg.init_from:
         init_from(model, cfg.init_from)  # messages name the file
     return model
 
@@ -236,8 +247,9 @@ def train(
     stop_after: int | None = None,
 ) -> dict:
     """Train per ``cfg``, writing ``config.json``, ``metrics.jsonl``, ``last.pt`` and
-    ``best.pt`` (by validation mean IU) into the run folder ``out``. Under torchrun,
-    every rank trains on its share of each global batch and rank 0 writes the files.
+    ``best.pt`` (by validation mean IU; of the first head, SIFT Flow's semantic one,
+    for a net with several) into the run folder ``out``. Under torchrun, every rank
+    trains on its share of each global batch and rank 0 writes the files.
 
     Args:
         resume: continue from ``out/last.pt`` exactly where it stopped. ``cfg`` may
@@ -316,21 +328,21 @@ def _run(
 
 @dataclass(frozen=True)
 class _Data:
-    """What a run reads: the training stream, the validation set, class weights."""
+    """What a run reads: the training stream, the validation set of each head, class weights."""
 
     info: DatasetInfo
     stream: Seeded
-    val: Dataset
+    val: list[SegmentationDataset]
     class_weights: torch.Tensor | None
 
 
 def _load_data(cfg: TrainConfig, ctx: Context, progress: bool) -> _Data:
-    train_set = _checked_split("training", build_train_set, cfg, None, ctx, progress)
+    (train_set,) = _checked("training", lambda: [build_train_set(cfg)], ctx, progress)
     val_transform = eval_transform(cfg.normalization)
-    val_set = _checked_split("validation", build_val_set, cfg, val_transform, ctx, progress)
-    if val_set.info.classes != train_set.info.classes:
+    val_sets = _checked("validation", lambda: build_val_sets(cfg, val_transform), ctx, progress)
+    if val_sets[0].info.classes != train_set.info.classes:
         raise DataError(
-            f"validation data: classes {', '.join(val_set.info.classes)} differ from the "
+            f"validation data: classes {', '.join(val_sets[0].info.classes)} differ from the "
             f"training data's {', '.join(train_set.info.classes)}"
         )
     weights = median_frequency_weights(train_set) if cfg.class_weighting == "median" else None
@@ -341,27 +353,23 @@ def _load_data(cfg: TrainConfig, ctx: Context, progress: bool) -> _Data:
         flip=cfg.flip,
         color_jitter=cfg.color_jitter,
     )
-    return _Data(train_set.info, Seeded(train_set, transform), val_set, weights)
+    return _Data(train_set.info, Seeded(train_set, transform), val_sets, weights)
 
 
-def _checked_split(
-    role: str,
-    build: Callable[[TrainConfig, Transform | None], SegmentationDataset],
-    cfg: TrainConfig,
-    transform: Transform | None,
-    ctx: Context,
-    progress: bool,
-) -> SegmentationDataset:
-    """A split with every pair checked (by rank 0, results cached across runs in
+def _checked(
+    role: str, build: Callable[[], list[SegmentationDataset]], ctx: Context, progress: bool
+) -> list[SegmentationDataset]:
+    """Datasets with every pair checked (by rank 0, results cached across runs in
     ``data.check``'s default folder, ``~/.cache/fcnseg/checks``); errors say which
     split (``role``) they are about."""
     try:
-        dataset = build(cfg, transform)
+        datasets = build()
         if ctx.is_main:
-            check_pairs(dataset, cache_dir=default_cache_dir(), progress=progress)
+            for dataset in datasets:
+                check_pairs(dataset, cache_dir=default_cache_dir(), progress=progress)
     except DataError as e:
         raise DataError(f"{role} data: {e}") from None
-    return dataset
+    return datasets
 
 
 @dataclass
@@ -484,11 +492,11 @@ def _update(t: _Trainer, batches: Iterator[Batch], class_weights: torch.Tensor |
     """
     cfg, ctx = t.cfg, t.ctx
     micro = [next(batches) for _ in range(cfg.accumulate)]
-    denominator = _denominator(micro, cfg, class_weights)
+    denominators = _denominators(micro, cfg, class_weights)
     t.optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=ctx.device)
     for batch in micro:
-        loss = _step_loss(t.net, batch, denominator, cfg, class_weights, ctx)
+        loss = _step_loss(t.net, batch, denominators, cfg, class_weights, ctx)
         # DDP averages the ranks' gradients; the update's loss is their sum.
         t.scaler.scale(loss * ctx.world).backward()
         loss_sum += loss.detach()
@@ -505,31 +513,31 @@ def _update(t: _Trainer, batches: Iterator[Batch], class_weights: torch.Tensor |
     return value
 
 
-def _denominator(
+def _denominators(
     micro: list[Batch], cfg: TrainConfig, class_weights: torch.Tensor | None
 ) -> torch.Tensor | None:
-    """What the update's mean loss divides by: the (class-weighted) valid pixels of
-    all its micro-batches on all ranks. None for the summed loss."""
+    """What the update's mean loss divides by, per head (K,): the (class-weighted)
+    valid pixels of all its micro-batches on all ranks. None for the summed loss."""
     if not cfg.normalize_loss:
         return None
-    local = sum(loss_denominator(labels, class_weights) for _, labels, _ in micro)
+    local = sum(loss_denominators(labels, class_weights) for _, labels, _ in micro)
     return all_reduce_sum(local)
 
 
 def _step_loss(
     net: nn.Module,
     batch: Batch,
-    denominator: torch.Tensor | None,
+    denominators: torch.Tensor | None,
     cfg: TrainConfig,
     class_weights: torch.Tensor | None,
     ctx: Context,
 ) -> torch.Tensor:
     """This rank's share of the update's loss, from one micro-batch.
 
-    With the mean loss, ``denominator`` counts the pixels of the whole update
+    With the mean loss, ``denominators`` count each head's pixels of the whole update
     (all ranks and micro-batches; None: this micro-batch's), so the shares add
     up to the mean over the update. The summed loss (the reference's) adds up
-    to the sum over the update.
+    to the sum over the update. A net with several heads adds its heads' losses.
     """
     images, labels, seeds = batch
     images = images.to(
@@ -539,9 +547,8 @@ def _step_loss(
     dtype = AUTOCAST[cfg.precision]
     with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
         logits = net(images, seeds=seeds)
-    return pixel_loss(logits.float(), labels, normalize=cfg.normalize_loss,
-                      class_weights=class_weights, denominator=denominator,
-                      label_smoothing=cfg.label_smoothing)  # fmt: skip
+    return heads_loss(logits, labels, normalize=cfg.normalize_loss, class_weights=class_weights,
+                      denominators=denominators, label_smoothing=cfg.label_smoothing)  # fmt: skip
 
 
 def _log_loss(t: _Trainer, run: RunFolder, bar: tqdm, losses: list[float], seconds: float) -> None:
@@ -552,17 +559,32 @@ def _log_loss(t: _Trainer, run: RunFolder, bar: tqdm, losses: list[float], secon
                 seconds=round(seconds, 2))  # fmt: skip
 
 
+def _validate(t: _Trainer, data: _Data, progress: bool) -> dict:
+    """The validation metrics; a net with several heads gives its first head's, with
+    every head's (and its dataset) under ``heads``, as ``fcnseg eval --json`` does."""
+    options = {"channels_last": t.cfg.channels_last, "progress": progress}
+    if len(data.val) == 1:
+        return evaluate(t.model, data.val[0], data.info.num_classes, t.ctx.device, **options)
+    # train.heads is built on this module's evaluate: imported here, not at the top.
+    from fcnseg.train.heads import evaluate_heads
+
+    results = evaluate_heads(t.model, data.val, t.ctx.device, **options)
+    heads = [{"dataset": v.info.name, **m} for v, m in zip(data.val, results, strict=True)]
+    return {**results[0], "heads": heads}
+
+
 def _evaluate(t: _Trainer, data: _Data, run: RunFolder, progress: bool) -> dict:
     """Validate, report, and checkpoint (``best.pt`` too when the mean IU improved)."""
-    metrics = evaluate(t.model, data.val, data.info.num_classes, t.ctx.device,
-                       channels_last=t.cfg.channels_last, progress=progress)  # fmt: skip
+    metrics = _validate(t, data, progress)
     is_best = metrics["mean_iu"] > t.best
     t.best = max(t.best, metrics["mean_iu"])
     if t.ctx.is_main:
         if "warning" in metrics:
             tqdm.write(f"warning: {metrics['warning']}")
+        others = "".join(f"; {head['dataset']} mean IU {head['mean_iu']:.4f}"
+                         for head in metrics.get("heads", [])[1:])  # fmt: skip
         tqdm.write(f"iter {t.iteration}: val mean IU {metrics['mean_iu']:.4f} "
-                   f"pixel acc {metrics['pixel_acc']:.4f} (best {t.best:.4f})")  # fmt: skip
+                   f"pixel acc {metrics['pixel_acc']:.4f} (best {t.best:.4f}){others}")  # fmt: skip
         run.log(iteration=t.iteration, eval=json_safe(metrics))
         run.save(_state(t, data.info, metrics), best=is_best)
     return metrics

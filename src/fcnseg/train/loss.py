@@ -8,6 +8,11 @@ non-void pixels (weighted by class weights when given), for ordinary lrs (~1e-3)
 Training computes the same mean over the pixels of a whole update (every rank,
 every accumulation step) by passing that update's ``denominator``.
 
+A net with several heads (SIFT Flow's semantic + geometric) is trained on the sum
+of its heads' losses, each on its own labels with its own void and normalisation,
+as the reference sums one SoftmaxWithLoss per head, loss weight 1 each
+(:func:`heads_loss`).
+
 Label smoothing ``e`` (off in every recipe) is PyTorch's: a pixel of class ``y``
 costs ``(1 - e) w_y (-log p_y) + (e / C) sum_c w_c (-log p_c)``, so with class
 weights the smoothing term weighs each class by its own weight, not the pixel's.
@@ -15,6 +20,8 @@ The mean still divides by the pixels' summed ``w_y`` (as ``reduction="mean"``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -68,6 +75,58 @@ def pixel_loss(
     if denominator is None:
         denominator = loss_denominator(target, class_weights, ignore_index)
     return total / denominator if denominator > 0 else total * 0.0
+
+
+def heads_loss(
+    logits: torch.Tensor | Sequence[torch.Tensor],
+    target: torch.Tensor,
+    *,
+    normalize: bool = True,
+    class_weights: torch.Tensor | None = None,
+    denominators: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """A net's loss: the sum over its heads of :func:`pixel_loss` on each head's labels.
+
+    Args:
+        logits: (N, C, H, W) scores, or a several-head net's tuple of K such (C_k
+            classes each); taken in float32 (autocast may give half precision).
+        target: (N, H, W) labels, or (N, K, H, W) with head k's at ``[:, k]``.
+        class_weights: (C,), of a one-head net's classes.
+        denominators: with ``normalize``, each head's (K,) (see
+            :func:`loss_denominators`); None: each head's own labels'.
+
+    Returns:
+        A scalar: one head's loss, or the heads' losses summed.
+    """
+    heads = (logits,) if isinstance(logits, torch.Tensor) else tuple(logits)
+    targets = head_labels(target)
+    if len(heads) != len(targets):
+        raise ValueError(f"{len(heads)} heads of logits but {len(targets)} label maps")
+    losses = [
+        pixel_loss(
+            scores.float(),
+            labels,
+            normalize=normalize,
+            class_weights=class_weights,
+            denominator=None if denominators is None else denominators[k],
+            label_smoothing=label_smoothing,
+        )
+        for k, (scores, labels) in enumerate(zip(heads, targets, strict=True))
+    ]
+    return torch.stack(losses).sum()
+
+
+def head_labels(target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each head's (N, H, W) labels: ``target`` itself, or the K maps of (N, K, H, W)."""
+    return target.unbind(1) if target.ndim == 4 else (target,)
+
+
+def loss_denominators(
+    target: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(K,): each head's :func:`loss_denominator`, of (N, H, W) (K = 1) or (N, K, H, W) labels."""
+    return torch.stack([loss_denominator(labels, class_weights) for labels in head_labels(target)])
 
 
 def loss_denominator(

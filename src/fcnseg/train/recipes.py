@@ -45,6 +45,13 @@ _NYUD = _VOC.replace(
     model="fcn32s", lr=1e-10, val_dataset=None, train_split="train+val", val_split="test",
     eval_every=2000,
 )  # fmt: skip
+# SIFT Flow trains both heads (semantic + geometric, one summed loss each) on trainval
+# and tests on test, 50 evaluations every 2000 iterations; best.pt by the semantic
+# head's mean IU. Its FCN-8s solver keeps FCN-16s's lr, 1e-12 (VOC's goes to 1e-14).
+_SIFTFLOW = _VOC.replace(
+    dataset="siftflow", val_dataset=None, train_split="trainval", val_split="test",
+    eval_every=2000,
+)  # fmt: skip
 
 # From scratch on CamVid (no ImageNet weights here): a narrow batch-norm FCN-8s
 # with the efficient geometry (pad 1: a 240 crop costs a third of the reference's
@@ -101,6 +108,27 @@ RECIPES: dict[str, TrainConfig] = {
     "nyud-fcn32s-hha": _NYUD.replace(dataset="nyud-hha"),
     # conv1_1 gets the RGB filters and their mean for depth (fcnseg.nets.surgery).
     "nyud-fcn32s-color-d": _NYUD.replace(dataset="nyud-color-d", model="fcn32s-color-d"),
+    # Late fusion: each stream starts from the trained colour or HHA net (per-stream init_from).
+    "nyud-fcn32s-color-hha": _NYUD.replace(
+        dataset="nyud-color-hha",
+        model="fcn32s-color-hha",
+        lr=1e-12,
+        backbone_weights=None,
+        init_from="color=runs/nyud-fcn32s-color/best.pt,hha=runs/nyud-fcn32s-hha/best.pt",
+    ),
+    "siftflow-fcn32s": _SIFTFLOW.replace(model="fcn32s-sem-geo", lr=1e-10),
+    "siftflow-fcn16s": _SIFTFLOW.replace(
+        model="fcn16s-sem-geo",
+        lr=1e-12,
+        backbone_weights=None,
+        init_from="runs/siftflow-fcn32s/best.pt",
+    ),
+    "siftflow-fcn8s": _SIFTFLOW.replace(
+        model="fcn8s-sem-geo",
+        lr=1e-12,
+        backbone_weights=None,
+        init_from="runs/siftflow-fcn16s/best.pt",
+    ),
     "camvid-fcn8s": _CAMVID,
     # The same, chosen on a drive it never trains on (issue #10): CamVid's val split is
     # sequence 0016E5, which also gives 204 of the 367 training frames. Here sequence
