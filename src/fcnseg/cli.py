@@ -18,7 +18,7 @@ from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS, MAX_PIXELS_ENV
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
 from fcnseg.errors import ConfigError, UserError
-from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, option_name
+from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, num_heads, option_name
 from fcnseg.train.device import PRECISIONS
 from fcnseg.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 
@@ -140,7 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"done in {time.time() - tic:.0f} s: val mean IU {result['mean_iu']:.4f} "
           f"(best {result['best_mean_iu']:.4f}); checkpoints in {out}")  # fmt: skip
-    print(f"report of the run: fcnseg report {shlex.quote(str(out))}")
+    if num_heads(cfg) == 1:  # the report draws one label map per image
+        print(f"report of the run: fcnseg report {shlex.quote(str(out))}")
     return 0
 
 

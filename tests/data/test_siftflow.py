@@ -118,7 +118,10 @@ def test_both_heads_train_then_evaluate_through_the_cli(siftflow, tmp_path, monk
     # Score layers start at zero: each moved, so each head's loss reached its own layer.
     for head in ("sem", "geo"):
         assert best["model"][f"score_fr_{head}.weight"].abs().sum() > 0, head
-    capsys.readouterr()
+    assert "fcnseg report" not in capsys.readouterr().out  # it draws one label map per image
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "predicts 2 label maps" in err and err.count("\n") == 1
     report = tmp_path / "eval.json"
     assert main(["eval", str(out / "best.pt"), "--json", str(report), "--device", "cpu"]) == 0
     assert "\nsiftflow-geometric\n" in capsys.readouterr().out

@@ -18,8 +18,9 @@ from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.transforms import eval_transform
 from fcnseg.deploy.inference import prepare_for_inference
+from fcnseg.errors import UserError
 from fcnseg.train.checkpoint import model_from_checkpoint
-from fcnseg.train.config import TrainConfig, build_val_set
+from fcnseg.train.config import TrainConfig, build_val_set, num_heads
 from fcnseg.train.device import select_device
 from fcnseg.train.engine import evaluate
 from fcnseg.train.metrics import ConfusionMatrix
@@ -126,6 +127,11 @@ def evaluate_run(
     """
     model, ckpt = model_from_checkpoint(run.best)
     cfg = TrainConfig.from_dict(ckpt["train_config"])
+    if num_heads(cfg) > 1:
+        raise UserError(
+            f"{run.best}: a report covers one-head runs; {cfg.model} predicts "
+            f"{num_heads(cfg)} label maps (score each with: fcnseg eval {run.best})"
+        )
     dataset = build_val_set(cfg, eval_transform(ckpt["normalization"]))
     trained = tuple(ckpt["dataset"]["classes"])
     if dataset.info.classes != trained:

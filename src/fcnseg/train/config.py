@@ -250,17 +250,18 @@ def _check_model_options(cfg: TrainConfig) -> None:
     stream_sources(cfg)  # a per-stream init_from fits the model's streams
 
 
-def _heads(cfg: TrainConfig) -> int:
+def num_heads(cfg: TrainConfig) -> int:
+    """How many label maps the run's model predicts (2 for SIFT Flow's nets)."""
     return len(MODELS[cfg.model].heads)
 
 
 def _check_heads(cfg: TrainConfig) -> None:
     """A net with several heads trains on a dataset with a label set per head (SIFT
     Flow) and takes no class weights (they would be one head's)."""
-    if _heads(cfg) == 1:
+    if num_heads(cfg) == 1:
         return
     try:
-        head_datasets(cfg.dataset, _heads(cfg))
+        head_datasets(cfg.dataset, num_heads(cfg))
     except DataError as e:
         raise ConfigError(f"{_named('model')} {cfg.model}: {e}") from None
     if cfg.class_weighting != "none":
@@ -355,7 +356,7 @@ def build_train_set(cfg: TrainConfig, transform: Transform | None = None) -> Seg
     For a net with several heads, a :class:`~fcnseg.data.dataset.MultiHeadDataset`
     of each head's labels of those images (SIFT Flow's semantic and geometric).
     """
-    names = head_datasets(cfg.dataset, _heads(cfg))
+    names = head_datasets(cfg.dataset, num_heads(cfg))
     if len(names) == 1:
         return build_dataset(cfg.dataset, cfg.data_root, cfg.train_split, transform)
     parts = [build_dataset(name, cfg.data_root, cfg.train_split) for name in names]
@@ -368,7 +369,7 @@ def build_val_sets(
     """The validation data of each head: :func:`build_val_set`'s for a one-head net;
     for several, each head's labels of split ``val_split`` of ``dataset`` (under
     ``val_root``, else ``data_root``), in head order."""
-    names = head_datasets(cfg.val_dataset or cfg.dataset, _heads(cfg))
+    names = head_datasets(cfg.val_dataset or cfg.dataset, num_heads(cfg))
     if len(names) == 1:
         return [build_val_set(cfg, transform)]
     root = cfg.val_root or cfg.data_root
