@@ -62,6 +62,8 @@ FIELD_HELP = {
     "class_weighting": "'none' or 'median' (median-frequency balancing)",
     "label_smoothing": "label smoothing e in [0, 1): each pixel's target is 1-e on its class "
     "plus e spread evenly over all classes; 0: none",
+    "ema": "decay d in [0, 1) of a moving average of the weights (e.g. 0.999), updated after "
+    "each step; validation, best.pt and the deployed weights use the average; 0: none",
     "precision": "training precision: fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler)",
     "channels_last": "NHWC memory layout (faster convolutions)",
     "compile": "torch.compile the model",

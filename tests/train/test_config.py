@@ -64,6 +64,8 @@ BAD = [
     ("class_weighting", "medain", "none, median"),
     ("label_smoothing", 1.0, "[0, 1)"),
     ("label_smoothing", -0.01, "[0, 1)"),
+    ("ema", 1.0, "[0, 1)"),
+    ("ema", -0.5, "[0, 1)"),
     ("precision", "fp8", "fp32, bf16, fp16"),
     ("channels_last", 0, "true or false"),
     ("compile", "no", "true or false"),

@@ -81,6 +81,7 @@ class TrainConfig:
     normalize_loss: bool = True  # False: the reference's summed loss
     class_weighting: str = "none"  # or "median" (median-frequency balancing)
     label_smoothing: float = 0.0  # 0: one-hot targets (the paper)
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
     # speed (see "Training at scale" in the README)
     precision: str = "fp32"  # "bf16" or "fp16" (autocast; fp16 with a grad scaler)
     channels_last: bool = False
@@ -187,6 +188,7 @@ _RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "poly_power": (lambda v: v >= 0, ">= 0"),
     "warmup": (lambda v: v >= 0, ">= 0"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1) (0: no smoothing)"),
+    "ema": (lambda v: 0 <= v < 1, "in [0, 1) (0: no average)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval_every": (lambda v: v >= 1, ">= 1"),
     "log_every": (lambda v: v >= 1, ">= 1"),

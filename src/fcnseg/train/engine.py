@@ -13,6 +13,7 @@ only once its data are checked and its model is built.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -47,6 +48,7 @@ from fcnseg.train.config import (
 )
 from fcnseg.train.device import memory_format, resolve_precision
 from fcnseg.train.distributed import Context, all_reduce_sum, process_group
+from fcnseg.train.ema import ema_decay, update_ema
 from fcnseg.train.loss import heads_loss, loss_denominators, median_frequency_weights
 from fcnseg.train.metrics import ConfusionMatrix
 from fcnseg.train.run import RunFolder, check_resume
@@ -383,8 +385,14 @@ class _Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    ema: nn.Module | None = None  # the moving average of the weights (cfg.ema > 0)
     iteration: int = 0
     best: float = -1.0
+
+    @property
+    def deployed(self) -> nn.Module:
+        """The weights that are validated and saved as the run's model."""
+        return self.model if self.ema is None else self.ema
 
 
 def _build(cfg: TrainConfig, num_classes: int, ctx: Context, *, pretrained: bool) -> _Trainer:
@@ -396,7 +404,9 @@ def _build(cfg: TrainConfig, num_classes: int, ctx: Context, *, pretrained: bool
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
-    return _Trainer(cfg, ctx, model, _wrap(model, cfg, ctx), optimizer, scheduler, scaler)
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
+    net = _wrap(model, cfg, ctx)
+    return _Trainer(cfg, ctx, model, net, optimizer, scheduler, scaler, ema)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, ctx: Context) -> nn.Module:
@@ -413,7 +423,10 @@ def _wrap(model: nn.Module, cfg: TrainConfig, ctx: Context) -> nn.Module:
 
 def _restore(t: _Trainer, ckpt: dict) -> None:
     try:
-        t.model.load_state_dict(ckpt["model"])
+        # With an average, "model" holds it and "train_model" the weights being trained.
+        t.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if t.ema is not None:
+            t.ema.load_state_dict(ckpt["model"])
     except RuntimeError as e:  # only after --force: the run's weights fit the old model
         problem = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
         raise ConfigError(f"last.pt does not fit the changed model: {problem}") from None
@@ -426,8 +439,10 @@ def _restore(t: _Trainer, ckpt: dict) -> None:
 
 def _state(t: _Trainer, info: DatasetInfo, metrics: dict) -> dict:
     """The checkpoint: enough to rebuild the model alone, or to resume the run exactly."""
+    averaged = {} if t.ema is None else {"train_model": t.model.state_dict()}
     return {
-        "model": t.model.state_dict(),
+        "model": t.deployed.state_dict(),
+        **averaged,
         "model_config": t.model.config.to_dict(),
         "dataset": dataclasses.asdict(info),
         "normalization": t.cfg.normalization,
@@ -510,6 +525,8 @@ def _update(t: _Trainer, batches: Iterator[Batch], class_weights: torch.Tensor |
     t.scaler.update()
     t.scheduler.step()
     t.iteration += 1
+    if t.ema is not None:
+        update_ema(t.ema, t.model, ema_decay(t.cfg.ema, t.iteration))
     return value
 
 
@@ -564,11 +581,11 @@ def _validate(t: _Trainer, data: _Data, progress: bool) -> dict:
     every head's (and its dataset) under ``heads``, as ``fcnseg eval --json`` does."""
     options = {"channels_last": t.cfg.channels_last, "progress": progress}
     if len(data.val) == 1:
-        return evaluate(t.model, data.val[0], data.info.num_classes, t.ctx.device, **options)
+        return evaluate(t.deployed, data.val[0], data.info.num_classes, t.ctx.device, **options)
     # train.heads is built on this module's evaluate: imported here, not at the top.
     from fcnseg.train.heads import evaluate_heads
 
-    results = evaluate_heads(t.model, data.val, t.ctx.device, **options)
+    results = evaluate_heads(t.deployed, data.val, t.ctx.device, **options)
     heads = [{"dataset": v.info.name, **m} for v, m in zip(data.val, results, strict=True)]
     return {**results[0], "heads": heads}
 
