@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The skip nets compared on CamVid (the paper's Table 2 / Figure 4; issue #11), on 2 CPU cores:
-#   bash bench/skip_nets.sh [STAGE_ITERATIONS]     (default 800)
+#   bash bench/skip_nets.sh [N]     (default 400, as the README reports)
 # Staged as section 4.2: FCN-32s from scratch for 2 x N iterations, FCN-16s from it for N,
 # FCN-8s from that for N; FCN-8s at-once from scratch for the staged total (4 x N). Every run
 # is the camvid-fcn8s recipe (same backbone, data, crop, batch, optimiser) with only the model,
@@ -9,7 +9,7 @@
 # bench/results/skip_nets.png (the same val images through each net).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n=${1:-800}
+n=${1:-400}
 runs=runs/skip-nets
 fcnseg=.venv/bin/fcnseg
 recipe=(--recipe camvid-fcn8s --quiet --overwrite --eval-every "$n")
