@@ -24,42 +24,21 @@ import torch
 import torch.nn.functional as F
 
 from fcnseg.data.info import IGNORE_INDEX, DataError
-from fcnseg.nets.weights import (
-    CAFFE_BGR_MEAN,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NORMALIZATIONS,
-    NYUD_BGR_MEAN,
-    NYUD_HHA_MEAN,
-    NYUD_LOG_DEPTH_MEAN,
-    SIFT_FLOW_BGR_MEAN,
-)
+from fcnseg.nets.weights import NORMALIZATION_SPECS, NORMALIZATIONS, NYUD_LOG_DEPTH_MEAN
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 """A normalised image (C, H, W) and its label, (H, W) or (K, H, W) int64."""
-Channels = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _imagenet(x: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) on 0-255 -> RGB in [0, 1] minus ImageNet's mean over its std."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x / 255.0 - mean) / std
+def _feed(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """(3, H, W) on 0-255 -> as normalisation ``mode`` feeds one image (colour, or HHA
+    alone for nyud-hha): :data:`~fcnseg.nets.weights.NORMALIZATION_SPECS`."""
+    spec = NORMALIZATION_SPECS[mode]
+    x = x.flip(0) if spec.bgr else x
+    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+    return (x / spec.divisor - mean) / std
 
 
-def _minus(mean: Sequence[float], *, bgr: bool) -> Channels:
-    """(3, H, W) on 0-255 -> (as BGR if ``bgr``) minus ``mean``, as the Caffe nets' data layers."""
-    return lambda x: (x.flip(0) if bgr else x) - torch.tensor(mean).view(3, 1, 1)
-
-
-# How each normalisation feeds a 3-channel image (colour, or HHA alone for nyud-hha).
-_FIRST: dict[str, Channels] = {
-    "imagenet": _imagenet,
-    "caffe": _minus(CAFFE_BGR_MEAN, bgr=True),
-    "nyud": _minus(NYUD_BGR_MEAN, bgr=True),
-    "nyud-hha": _minus(NYUD_HHA_MEAN, bgr=False),
-    "siftflow": _minus(SIFT_FLOW_BGR_MEAN, bgr=True),
-}
 _SECOND: dict[str, str] = {"nyud": "nyud-hha"}
 _TWO_IMAGES = ("imagenet", "caffe", "nyud")  # modes that take colour + depth or + HHA
 
@@ -93,10 +72,10 @@ def normalize_image(image: np.ndarray, mode: str = "imagenet") -> torch.Tensor:
         takes = "3, 4 or 6" if mode in _TWO_IMAGES else "3"
         raise DataError(f"normalization {mode!r} takes {takes} image channels, got {channels}")
     x = torch.from_numpy(a.transpose(2, 0, 1).astype(np.float32))
-    first = _FIRST[mode](x[:3])
+    first = _feed(x[:3], mode)
     if channels == 3:
         return first
-    rest = _log_depth(x[3:]) if channels == 4 else _FIRST[second_image_normalization(mode)](x[3:])
+    rest = _log_depth(x[3:]) if channels == 4 else _feed(x[3:], second_image_normalization(mode))
     return torch.cat([first, rest])
 
 

@@ -29,7 +29,29 @@ NYUD_BGR_MEAN = (116.190, 97.203, 92.318)
 NYUD_HHA_MEAN = (132.431, 94.076, 118.477)
 NYUD_LOG_DEPTH_MEAN = 7.844
 SIFT_FLOW_BGR_MEAN = (114.578, 115.294, 108.353)
-NORMALIZATIONS = ("imagenet", "caffe", "nyud", "nyud-hha", "siftflow")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a net's weights expect a 3-channel image on 0-255: channels reversed to BGR
+    if ``bgr``, divided by ``divisor``, then ``(x - mean) / std`` per channel."""
+
+    pixels: str  # in words, for people and the server's /v1/model
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    bgr: bool = False
+    divisor: float = 1.0
+
+
+NORMALIZATION_SPECS: dict[str, Normalization] = {
+    "imagenet": Normalization("RGB in [0, 1]", IMAGENET_MEAN, IMAGENET_STD, divisor=255.0),
+    "caffe": Normalization("BGR in [0, 255]", CAFFE_BGR_MEAN, bgr=True),
+    "nyud": Normalization("BGR in [0, 255]", NYUD_BGR_MEAN, bgr=True),
+    "nyud-hha": Normalization("HHA in [0, 255]", NYUD_HHA_MEAN),
+    "siftflow": Normalization("BGR in [0, 255]", SIFT_FLOW_BGR_MEAN, bgr=True),
+}
+"""Every normalisation by name: torchvision's (``imagenet``) and the reference nets'."""
+NORMALIZATIONS = tuple(NORMALIZATION_SPECS)
 
 
 @dataclass(frozen=True)

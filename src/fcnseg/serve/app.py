@@ -28,14 +28,7 @@ from starlette.exceptions import HTTPException
 from fcnseg.data.images import save_label
 from fcnseg.data.info import DatasetInfo
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.nets.weights import (
-    CAFFE_BGR_MEAN,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NYUD_BGR_MEAN,
-    NYUD_HHA_MEAN,
-    SIFT_FLOW_BGR_MEAN,
-)
+from fcnseg.nets.weights import NORMALIZATION_SPECS
 from fcnseg.serve.batcher import MicroBatcher, NotRunning, QueueFull
 from fcnseg.serve.config import ServeOptions
 from fcnseg.serve.metrics import Metrics, MetricsMiddleware
@@ -61,13 +54,11 @@ RETRY_AFTER_S = 1
 
 PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
-NORMALIZATION_VALUES = {
-    "imagenet": {"pixels": "RGB in [0, 1]", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-    "caffe": {"pixels": "BGR in [0, 255]", "mean": CAFFE_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
-    "nyud": {"pixels": "BGR in [0, 255]", "mean": NYUD_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
-    "nyud-hha": {"pixels": "HHA in [0, 255]", "mean": NYUD_HHA_MEAN, "std": (1.0, 1.0, 1.0)},
-    "siftflow": {"pixels": "BGR in [0, 255]", "mean": SIFT_FLOW_BGR_MEAN, "std": (1.0, 1.0, 1.0)},
-}
+
+def _normalization(name: str) -> dict:
+    """What ``/v1/model`` says of a normalisation: its name, pixels in words, mean, std."""
+    spec = NORMALIZATION_SPECS[name]
+    return {"name": name, "pixels": spec.pixels, "mean": spec.mean, "std": spec.std}
 
 
 def load_segmenter(options: ServeOptions) -> Segmenter:
@@ -102,10 +93,7 @@ def describe_model(segmenter: Segmenter, options: ServeOptions) -> dict:
             {"index": i, "name": name, "color": _hex(color)}
             for i, (name, color) in enumerate(zip(info.classes, info.colors, strict=True))
         ],
-        "normalization": {
-            "name": segmenter.normalization,
-            **NORMALIZATION_VALUES[segmenter.normalization],
-        },
+        "normalization": _normalization(segmenter.normalization),
         "precision": PRECISION_NAMES[segmenter.dtype],
         "backend": options.backend,
         "device": str(segmenter.device),
