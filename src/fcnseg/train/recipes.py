@@ -77,33 +77,28 @@ _CAMVID = TrainConfig(
     eval_every=400,
 )
 
+
+def _stage(base: TrainConfig, model: str, lr: float, *, after: str) -> TrainConfig:
+    """A later stage of staged training (section 4.2): ``model`` starts from the best
+    checkpoint of recipe ``after``, run in its default folder, not from ImageNet."""
+    return base.replace(
+        model=model, lr=lr, backbone_weights=None, init_from=f"runs/{after}/best.pt"
+    )
+
+
 RECIPES: dict[str, TrainConfig] = {
     "voc-fcn32s": _VOC.replace(model="fcn32s", lr=1e-10),
     # Staged (section 4.2): FCN-16s starts from a trained FCN-32s, FCN-8s from FCN-16s.
-    "voc-fcn16s": _VOC.replace(
-        model="fcn16s", lr=1e-12, backbone_weights=None, init_from="runs/voc-fcn32s/best.pt"
-    ),
-    "voc-fcn8s": _VOC.replace(
-        model="fcn8s", lr=1e-14, backbone_weights=None, init_from="runs/voc-fcn16s/best.pt"
-    ),
+    "voc-fcn16s": _stage(_VOC, "fcn16s", 1e-12, after="voc-fcn32s"),
+    "voc-fcn8s": _stage(_VOC, "fcn8s", 1e-14, after="voc-fcn16s"),
     "voc-fcn8s-atonce": _VOC.replace(model="fcn8s-atonce", lr=1e-10, iterations=300_000),
     # The reference's solver says "lr for normalized softmax" (1e-4, iter_size 20).
     "voc-fcn-alexnet": _VOC.replace(
         model="fcn-alexnet", lr=1e-4, momentum=0.9, accumulate=20, normalize_loss=True
     ),
     "pascalcontext-fcn32s": _CONTEXT.replace(model="fcn32s", lr=1e-10),
-    "pascalcontext-fcn16s": _CONTEXT.replace(
-        model="fcn16s",
-        lr=1e-12,
-        backbone_weights=None,
-        init_from="runs/pascalcontext-fcn32s/best.pt",
-    ),
-    "pascalcontext-fcn8s": _CONTEXT.replace(
-        model="fcn8s",
-        lr=1e-14,
-        backbone_weights=None,
-        init_from="runs/pascalcontext-fcn16s/best.pt",
-    ),
+    "pascalcontext-fcn16s": _stage(_CONTEXT, "fcn16s", 1e-12, after="pascalcontext-fcn32s"),
+    "pascalcontext-fcn8s": _stage(_CONTEXT, "fcn8s", 1e-14, after="pascalcontext-fcn16s"),
     "nyud-fcn32s-color": _NYUD.replace(dataset="nyud"),
     "nyud-fcn32s-hha": _NYUD.replace(dataset="nyud-hha"),
     # conv1_1 gets the RGB filters and their mean for depth (fcnseg.nets.surgery).
@@ -117,18 +112,8 @@ RECIPES: dict[str, TrainConfig] = {
         init_from="color=runs/nyud-fcn32s-color/best.pt,hha=runs/nyud-fcn32s-hha/best.pt",
     ),
     "siftflow-fcn32s": _SIFTFLOW.replace(model="fcn32s-sem-geo", lr=1e-10),
-    "siftflow-fcn16s": _SIFTFLOW.replace(
-        model="fcn16s-sem-geo",
-        lr=1e-12,
-        backbone_weights=None,
-        init_from="runs/siftflow-fcn32s/best.pt",
-    ),
-    "siftflow-fcn8s": _SIFTFLOW.replace(
-        model="fcn8s-sem-geo",
-        lr=1e-12,
-        backbone_weights=None,
-        init_from="runs/siftflow-fcn16s/best.pt",
-    ),
+    "siftflow-fcn16s": _stage(_SIFTFLOW, "fcn16s-sem-geo", 1e-12, after="siftflow-fcn32s"),
+    "siftflow-fcn8s": _stage(_SIFTFLOW, "fcn8s-sem-geo", 1e-12, after="siftflow-fcn16s"),
     "camvid-fcn8s": _CAMVID,
     # The same, chosen on a drive it never trains on (issue #10): CamVid's val split is
     # sequence 0016E5, which also gives 204 of the 367 training frames. Here sequence
