@@ -137,23 +137,63 @@ def _(tmp: Path) -> None:
 
 
 # 2.2 the onnxruntime backend follows the checkpoint it is given.
+def retrained(ckpt: Path) -> None:
+    """Replace ``ckpt`` by a model that predicts otherwise: its score layers random.
+    Two tiny runs both predict class 0 everywhere, so a stale export would pass."""
+    import torch
+
+    from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from tests.conftest import randomize_scores
+
+    state = load_checkpoint(ckpt)
+    model, _ = model_from_checkpoint(state)
+    torch.manual_seed(1)
+    randomize_scores(model, std=0.1)
+    torch.save({**state, "model": model.state_dict()}, ckpt)
+
+
+def exported_for(onnx: Path) -> str:
+    """The checkpoint sha256 that an ONNX export's metadata names ("" for none)."""
+    from fcnseg.deploy.export import CHECKPOINT_SHA256, OnnxModel
+
+    return OnnxModel(onnx).metadata.get(CHECKPOINT_SHA256, "")
+
+
+def agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    if a.keys() != b.keys():
+        raise Failed(f"different outputs: {sorted(a)} vs {sorted(b)}")
+    return min(float((a[k] == b[k]).mean()) for k in a)
+
+
 @case("onnx-cache")
 def _(tmp: Path) -> None:
-    first, second = trained(tmp, "one"), trained(tmp, "two", "--seed", "7", "--lr", "0.05")
-    photos(tmp / "photos", ["a.png"])
+    photos(tmp / "photos", ["a.png", "b.png"])
     ckpt = tmp / "model.pt"
-    shutil.copy(first / "best.pt", ckpt)
-    args = ["predict", str(ckpt), "photos", "--no-overlay", "--overwrite"]
-    ok(fcnseg(*args, "--backend", "onnxruntime", "--out", "ort", cwd=tmp))
-    shutil.copy(second / "best.pt", ckpt)  # the user retrains: best.pt is replaced
-    ok(fcnseg(*args, "--backend", "onnxruntime", "--out", "ort", cwd=tmp))
-    ok(fcnseg(*args, "--backend", "torch", "--out", "torch", cwd=tmp))
-    a = np.asarray(Image.open(tmp / "ort" / "a.png"))
-    b = np.asarray(Image.open(tmp / "torch" / "a.png"))
-    if (a == b).mean() < 0.99:
+    shutil.copy(trained(tmp) / "best.pt", ckpt)
+    onnx = ckpt.with_suffix(".onnx")
+
+    def predict(backend: str, out: str) -> dict[str, np.ndarray]:
+        ok(fcnseg("predict", str(ckpt), "photos", "--no-overlay", "--backend", backend,
+                  "--out", out, cwd=tmp))  # fmt: skip
+        return {p.name: np.asarray(Image.open(p)) for p in sorted((tmp / out).iterdir())}
+
+    def keyed_to_checkpoint() -> None:
+        if exported_for(onnx) != hashlib.sha256(ckpt.read_bytes()).hexdigest():
+            raise Failed(f"{onnx.name} is not the export of the current {ckpt.name}")
+
+    old = predict("onnxruntime", "ort-old")
+    keyed_to_checkpoint()
+    retrained(ckpt)  # the user retrains: model.pt is replaced
+    new = predict("torch", "torch-new")
+    if agreement(new, old) > 0.9:
+        raise Failed("the new checkpoint predicts like the old one: the case would not notice")
+    if agreement(predict("onnxruntime", "ort-new"), new) < 0.99:
         raise Failed("onnxruntime predictions come from the old checkpoint")
-    ckpt.with_suffix(".onnx").write_bytes(b"not an onnx file")
-    ok(fcnseg(*args, "--backend", "onnxruntime", "--out", "ort", cwd=tmp))
+    keyed_to_checkpoint()
+    onnx.write_bytes(b"not an onnx file")  # a corrupt cache is exported again
+    if agreement(predict("onnxruntime", "ort-corrupt"), new) < 0.99:
+        raise Failed("onnxruntime predictions after a corrupt cache differ from torch")
+    keyed_to_checkpoint()
 
 
 # 2.3 a run folder is protected.
