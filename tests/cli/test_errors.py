@@ -82,11 +82,12 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     return dict(sub.choices)
 
 
-@pytest.mark.parametrize("command", ["eval", "predict", "export", "report", "models", "datasets"])
+@pytest.mark.parametrize("command", list(subcommands()))  # every command, a new one too
 def test_help_explains_every_option(command, capsys):
     parser = subcommands()[command]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         cli.main([command, "--help"])
+    assert stopped.value.code == 0
     text = capsys.readouterr().out
     assert parser.description and parser.description.split()[0] in text
     for action in parser._actions:
