@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import platform
 from pathlib import Path
@@ -10,6 +12,7 @@ import torch
 
 # The instruction sets that decide which kernels run (fp32 / bf16 / int8 dot products).
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+ENGINES = ("onnxruntime", "openvino")  # the other engines a bench may time, where installed
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -26,7 +29,12 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def describe() -> dict:
-    """The CPU's name and relevant flags, torch's threads and version, Python's version."""
+    """The CPU's name and relevant flags, torch's threads, the versions of torch, Python and
+    the other engines installed."""
+    versions = {}
+    for name in ENGINES:
+        with contextlib.suppress(ImportError):
+            versions[name] = importlib.import_module(name).__version__
     info = _cpuinfo()
     flags = set(info.get("flags", "").split())
     return {
@@ -36,6 +44,7 @@ def describe() -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        **versions,
     }
 
 
