@@ -214,8 +214,8 @@ def gemm_floors(threads: int = 2, reps: int = 5, sizes: dict = GEMMS) -> dict:
     finally:
         torch.set_num_threads(torch_threads)
     best = {r["precision"]: r for r in sorted(rates, key=lambda r: r["gflops"])}  # the best last
-    floors = {p: {"gflops": r["gflops"], "engine": r["engine"], "size": r["size_name"]}
-              for p, r in best.items()}  # fmt: skip
+    floors = {p: {"gflops": best[p]["gflops"], "engine": best[p]["engine"],
+                  "size": best[p]["size_name"]} for p in PRECISIONS if p in best}  # fmt: skip
     not_available = [{"engine": e, "precision": p, "why": w} for (e, p), w in unavailable.items()]
     return {"rates": rates, "floors": floors, "not_available": not_available}
 
