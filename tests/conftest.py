@@ -13,9 +13,12 @@ def _seed():
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """The data-check cache of every test (and of the commands they start) in a temp folder."""
+    """The data-check cache of every test (and of the commands they start) in a temp folder.
+    Tests run torch unless they name a --backend: the engines' own tests do, and the
+    others compare with torch's outputs (and need no ONNX export per checkpoint)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("FCNSEG_BACKEND", "torch")
         yield
 
 

@@ -17,6 +17,7 @@ from fcnseg.data.dataset import SegmentationDataset, Transform
 from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS, MAX_PIXELS_ENV
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
+from fcnseg.deploy.backend import BACKEND_ENV, BACKENDS, default_backend
 from fcnseg.errors import ConfigError, UserError
 from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, num_heads, option_name
 from fcnseg.train.device import PRECISIONS
@@ -236,50 +237,70 @@ def class_names(trained: tuple[str, ...], data: tuple[str, ...]) -> tuple[str, .
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from fcnseg.data.transforms import eval_transform
     from fcnseg.deploy.files import check_eval_json, write_eval_json
-    from fcnseg.deploy.inference import prepare_for_inference
-    from fcnseg.deploy.tta import with_tta
-    from fcnseg.train.checkpoint import model_from_checkpoint
-    from fcnseg.train.device import select_device
     from fcnseg.train.engine import evaluate, json_safe
 
     _checkpoint_from_weights(args)
     if args.json:  # found before the evaluation, not after
         check_eval_json(Path(args.json))
-    model, ckpt = model_from_checkpoint(args.checkpoint)
-    device = select_device(args.device)
+    seg = _segmenter(args, batch_size=args.batch_size)
+    ckpt = seg.checkpoint
     cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))
     names = class_names(tuple(ckpt["dataset"]["classes"]), dataset.info.classes)
-    model = prepare_for_inference(model, device, torch.float32, args.channels_last)
-    if len(getattr(model, "heads", "")) > 1:
-        return _eval_heads(args, model, cfg, dataset, device)
-    model = with_tta(model, **_tta(args))
+    if seg.num_heads > 1:
+        return _eval_heads(args, cfg, dataset)
     tic = time.time()
-    metrics = evaluate(model, dataset, len(names), device,
-                       batch_size=args.batch_size, channels_last=args.channels_last)  # fmt: skip
-    print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {time.time() - tic:.1f} s")
+    metrics = evaluate(seg.as_module(), dataset, len(names), seg.device,
+                       batch_size=args.batch_size)  # fmt: skip
+    print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {time.time() - tic:.1f} s "
+          f"on {seg.backend}")  # fmt: skip
     print(format_table(metrics, names))
     if "warning" in metrics:
         print(f"warning: {metrics['warning']}")
     if args.json:
         result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
                   "split": cfg.val_split, "classes": list(names), **_tta(args),
+                  "backend": seg.backend.backend, "precision": seg.precision,
                   **json_safe(metrics)}  # fmt: skip
         write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
     return 0
 
 
-def _eval_heads(args: argparse.Namespace, model, cfg: TrainConfig, dataset, device) -> int:
-    """``eval`` of a net with several heads (SIFT Flow's): each on its own labels."""
+def _segmenter(args: argparse.Namespace, **kwargs):
+    """The Segmenter ``--backend``, ``--precision``, ``--device``, the layout and the
+    test-time augmentation ask for (``predict``, ``eval``)."""
+    from fcnseg.deploy.inference import Segmenter
+
+    return Segmenter.from_checkpoint(
+        args.checkpoint,
+        backend=args.backend or default_backend(),
+        precision=args.precision,
+        device=None if args.device == "auto" else args.device,
+        channels_last=args.channels_last,
+        **_tta(args),
+        **kwargs,
+    )
+
+
+def _eval_heads(args: argparse.Namespace, cfg: TrainConfig, dataset) -> int:
+    """``eval`` of a net with several heads (SIFT Flow's): each on its own labels, in
+    fp32 with torch (the ONNX export keeps one head)."""
+    import torch
+
     from fcnseg.data.registry import build_dataset, head_datasets
     from fcnseg.deploy.files import write_eval_json
+    from fcnseg.deploy.inference import prepare_for_inference
     from fcnseg.deploy.tta import with_tta
+    from fcnseg.train.checkpoint import model_from_checkpoint
+    from fcnseg.train.device import select_device
     from fcnseg.train.engine import json_safe
     from fcnseg.train.heads import evaluate_heads
+
+    model, _ = model_from_checkpoint(args.checkpoint)
+    device = select_device(args.device)
+    model = prepare_for_inference(model, device, torch.float32, args.channels_last)
 
     names = head_datasets(cfg.val_dataset, len(model.heads))
     root = cfg.val_root or cfg.data_root
@@ -316,19 +337,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         plan_outputs,
         write_predictions,
     )
-    from fcnseg.deploy.inference import Segmenter
 
     _checkpoint_from_weights(args, inputs=True)
-    seg = Segmenter.from_checkpoint(
-        args.checkpoint,
-        backend=args.backend,
-        device=None if args.device == "auto" else args.device,
-        precision=args.precision,
-        compile=args.compile,
-        channels_last=args.channels_last,
-        batch_size=args.batch_size,
-        **_tta(args),
-    )
+    seg = _segmenter(args, compile=args.compile, batch_size=args.batch_size)
     info = DatasetInfo(**seg.checkpoint["dataset"])
     if args.inputs:
         items = expand_inputs(args.inputs)[: args.limit]
@@ -380,6 +391,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from fcnseg.deploy.inference import Segmenter
+    from fcnseg.deploy.quantize import quantize_checkpoint
+
+    images = _calibration_images(args)
+    done = quantize_checkpoint(args.checkpoint, images, args.output, keep_float=args.keep_float)
+    print(f"int8 model written to {args.output}: calibrated on {len(images)} images; "
+          f"int8: {_listed(done.int8_layers, 3)} ({len(done.int8_layers)} convolutions); "
+          f"float: {', '.join(done.float_layers) or 'no convolution'} and the "
+          "upsampling")  # fmt: skip
+    fp32 = Segmenter.from_checkpoint(args.checkpoint, backend="torch", precision="fp32")
+    int8 = Segmenter.from_checkpoint(args.output)
+    same = total = 0
+    for a, b in zip(fp32.predict(images), int8.predict(images), strict=True):
+        same, total = same + int((a == b).sum()), total + a.size
+    print(f"labels equal to fp32 on the calibration images: {100 * same / total:.2f}% "
+          f"({int8.backend}; judge it on held-out images: fcnseg eval {args.output})")  # fmt: skip
+    return 0
+
+
+def _calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
+    """``--calibration-images`` images, evenly spread over the folder, files or dataset
+    that ``--calibrate`` names."""
+    from fcnseg.data.images import read_image
+    from fcnseg.data.registry import build_dataset
+    from fcnseg.deploy.files import expand_inputs
+    from fcnseg.deploy.inference import load_model_file
+
+    source = args.calibrate
+    if source in DATASETS and not Path(source).exists():
+        _, ckpt = load_model_file(args.checkpoint)
+        cfg = TrainConfig.from_dict(ckpt.get("train_config", {}))
+        same = source == cfg.dataset
+        root = args.data_root or (cfg.data_root if same else None)
+        dataset = build_dataset(source, root, args.split or (cfg.train_split if same else "train"))
+        dataset.max_pixels = args.max_pixels  # built here: ours to set
+        return [dataset.load(i)[0] for i in _spread(len(dataset), args.calibration_images)]
+    paths = expand_inputs([source])
+    if not paths:
+        raise DataError(f"--calibrate {source}: no images there")
+    picked = _spread(len(paths), args.calibration_images)
+    return [read_image(paths[i], max_pixels=args.max_pixels) for i in picked]
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` of the indices 0..n-1, evenly spaced (all of them when n <= k)."""
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(min(k, n))})
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from fcnseg.report.html import make_report
 
@@ -404,7 +464,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                     max_queue=args.max_queue, read_timeout_s=args.read_timeout,
                     max_connections=args.max_connections)  # fmt: skip
-    options = ServeOptions(args.checkpoint, args.backend, args.precision, args.device, limits,
+    backend = args.backend or default_backend()
+    options = ServeOptions(args.checkpoint, backend, args.precision, args.device, limits,
                            args.threads)  # fmt: skip
     serve(options, host=args.host, port=args.port, workers=args.workers)
     return 0
@@ -453,6 +514,18 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Which engine runs the model, in which precision: predict, eval and serve."""
+    p.add_argument("--backend", choices=BACKENDS,
+                   help=f"auto (default, or ${BACKEND_ENV}): the fastest engine and precision "
+                   "this CPU has among those installed (README: which engine runs); torch; "
+                   "onnxruntime or openvino: run <checkpoint>.onnx, exported again whenever "
+                   "the checkpoint changes (or the .onnx file given)")  # fmt: skip
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: bf16 where the hardware has it, else fp32; an int8 model "
+                   "file (fcnseg quantize) runs in int8")  # fmt: skip
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     """Which images to run on, and where: shared by eval and predict."""
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
@@ -490,6 +563,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.add_argument("--batch-size", type=positive_int, default=4,
                    help="same-size images per pass")  # fmt: skip
+    _add_engine_options(p)
     _add_data_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -509,12 +583,8 @@ def _add_predict(sub) -> None:
                    help="replace existing output files (never an input)")  # fmt: skip
     p.add_argument("--limit", type=positive_int, help="at most this many images")
     p.add_argument("--no-overlay", action="store_true", help="labels only")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                   help="onnxruntime: runs <checkpoint>.onnx, exported again whenever "
-                   "the checkpoint changes")  # fmt: skip
+    _add_engine_options(p)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (torch)")
     p.add_argument("--batch-size", type=positive_int, default=8,
                    help="same-size images per pass")  # fmt: skip
     _add_data_options(p)
@@ -529,6 +599,50 @@ def _add_export(sub) -> None:
     p.add_argument("output", help="the .onnx file to write (its folder is created; the "
                    "checkpoint's sha256 goes into its metadata)")  # fmt: skip
     p.set_defaults(func=cmd_export)
+
+
+def _add_quantize(sub) -> None:
+    from fcnseg.deploy.quantize import KEEP_FLOAT
+
+    helptext = "quantize a checkpoint to int8 (post-training, calibrated on your images)"
+    p = sub.add_parser("quantize", help=helptext, description=helptext + ": an ONNX file "
+                       "that predict, eval and serve run with onnxruntime or OpenVINO; needs "
+                       "pip install 'fcnseg[cpu]'")  # fmt: skip
+    p.add_argument("checkpoint", help="a checkpoint written by fcnseg train or convert-caffe")
+    p.add_argument("--calibrate", required=True, metavar="DATASET_OR_FOLDER",
+                   help="images to measure the activations' ranges on: a folder, file or "
+                   "glob, or a dataset name (then --data-root and --split)")  # fmt: skip
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the .onnx file to write (an earlier one fcnseg wrote is replaced)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=32,
+        metavar="N",
+        help="images used, evenly spread over the source (default: %(default)s)",
+    )
+    p.add_argument("--data-root", help="with a dataset name: its folder (default: the "
+                   "checkpoint's, for its own dataset)")  # fmt: skip
+    p.add_argument("--split", help="with a dataset name: its split (default: the "
+                   "checkpoint's training split)")  # fmt: skip
+    p.add_argument(
+        "--keep-float",
+        nargs="*",
+        default=list(KEEP_FLOAT),
+        metavar="PREFIX",
+        help="convolutions kept in float, by name prefix (default: "
+        f"{' '.join(KEEP_FLOAT)}: the score layers); none: quantize them too",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        help="refuse image files with more pixels (as fcnseg predict's)",
+    )
+    p.set_defaults(func=cmd_quantize)
 
 
 def _add_report(sub) -> None:
@@ -563,10 +677,7 @@ def _add_serve(sub) -> None:
                    help="processes answering on the port, each with its own model")  # fmt: skip
     p.add_argument("--threads", type=positive_int,
                    help="torch threads per process (default: all cores)")  # fmt: skip
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
-                   help="as fcnseg predict's")  # fmt: skip
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto: bf16 where the hardware has it, else fp32")  # fmt: skip
+    _add_engine_options(p)
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
     group = p.add_argument_group("limits (shown by GET /v1/model)")
     group.add_argument("--max-body-mb", type=positive_float,
@@ -693,8 +804,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_report, _add_serve,
-                _add_convert_caffe, _add_listings):  # fmt: skip
+    for add in (_add_train, _add_eval, _add_predict, _add_export, _add_quantize, _add_report,
+                _add_serve, _add_convert_caffe, _add_listings):  # fmt: skip
         add(sub)
     return parser
 

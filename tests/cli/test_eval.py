@@ -60,13 +60,16 @@ def evaluate_cli(args, tmp_path):
 
 def test_eval_equals_the_training_time_evaluation(run, tmp_path):
     saved = json_safe(load_checkpoint(run / "best.pt")["metrics"])
-    result = evaluate_cli([run / "best.pt"], tmp_path)
+    result = evaluate_cli([run / "best.pt", "--precision", "fp32"], tmp_path)
     assert {k: result[k] for k in METRICS} == {k: saved[k] for k in METRICS}
     assert result["classes"] == ["c0", "c1", "c2", "c3"] and result["split"] == "val"
     # The predictions are varied (not one class), so equal numbers mean equal work.
     assert sum(acc > 0 for acc in result["per_class_acc"]) > 1
     # ...and NCHW one image at a time, the other inference path, gives them too.
-    again = evaluate_cli([run / "best.pt", "--batch-size", "1", "--no-channels-last"], tmp_path)
+    again = evaluate_cli(
+        [run / "best.pt", "--precision", "fp32", "--batch-size", "1", "--no-channels-last"],
+        tmp_path,
+    )
     assert {k: again[k] for k in METRICS} == {k: saved[k] for k in METRICS}
 
 
@@ -105,7 +108,7 @@ def test_other_classes_are_refused_unless_allowed(run, tmp_path, capsys, names):
     assert "\n" not in err and "--allow-class-mismatch" in err
     assert f"predicts 4 classes (c0, c1, c2, c3) but folder has {len(names)}" in err
     # Forced: the confusion matrix spans the classes of both (no crash, no lost pixels).
-    result = evaluate_cli([*args[1:], "--allow-class-mismatch"], tmp_path)
+    result = evaluate_cli([*args[1:], "--allow-class-mismatch", "--precision", "fp32"], tmp_path)
     n_rows = max(4, len(names))
     pixel_acc, iu, acc = independent_eval(run / "best.pt", data, n_rows)
     assert len(result["per_class_iu"]) == len(result["classes"]) == n_rows

@@ -98,7 +98,7 @@ def test_export_replaces_only_its_own_exports(checkpoint, tmp_path, capsys):
     for target in (last, notes):
         assert main(["export", str(checkpoint), str(target)]) == 2
         assert one_line_error(capsys) == (
-            f"fcnseg: error: {target}: exists and is not an ONNX export made by fcnseg, so it "
+            f"fcnseg: error: {target}: exists and is not an ONNX file written by fcnseg, so it "
             "is kept; give another file name"
         )
     assert sha256(last) == sha256(checkpoint) and notes.read_bytes() == b"the user's own file"

@@ -47,7 +47,7 @@ def checkpoint(tmp_path_factory):
 
 
 def options(checkpoint, **limits) -> ServeOptions:
-    return ServeOptions(str(checkpoint), precision="fp32", device="cpu", limits=Limits(**limits))
+    return ServeOptions(str(checkpoint), "torch", "fp32", "cpu", Limits(**limits))
 
 
 @contextmanager

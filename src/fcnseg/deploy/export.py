@@ -1,8 +1,10 @@
-"""Export to ONNX with dynamic batch, height and width, and run it with onnxruntime.
+"""Export to ONNX with dynamic batch, height and width (run by :mod:`fcnseg.deploy.engines`).
 
 An export made from a checkpoint carries the checkpoint's sha256 in its metadata
 (:data:`CHECKPOINT_SHA256`), so a cached export is used only for the checkpoint it
-came from (:func:`onnx_for_checkpoint`).
+came from (:func:`onnx_for_checkpoint`), and the checkpoint's description
+(:data:`CHECKPOINT_INFO`: model, classes, normalisation, training config), so the
+file runs alone in ``fcnseg predict``, ``eval`` and ``serve``.
 """
 
 from __future__ import annotations
@@ -10,30 +12,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from fcnseg.atomic import replaced_atomically
+from fcnseg.deploy.engines import EngineModel, MissingExtra, OnnxFileError, OnnxModel, onnx_metadata
 from fcnseg.errors import ConfigError, UserError
 
 ONNX_HELP = "ONNX export needs the 'export' extra: pip install 'fcnseg[export]'"
 CHECKPOINT_SHA256 = "fcnseg.checkpoint_sha256"
 """The ONNX metadata key holding the sha256 of the checkpoint an export was made from."""
-
-
-class MissingExtra(UserError):
-    """An optional dependency (an install extra) that a command needs is not installed."""
-
-
-class OnnxFileError(UserError):
-    """An ONNX file that onnxruntime cannot load."""
+CHECKPOINT_INFO = "fcnseg.checkpoint"
+"""The ONNX metadata key holding the checkpoint's description (JSON of :data:`INFO_KEYS`)."""
+INFO_KEYS = ("model_config", "dataset", "normalization", "train_config", "iteration")
+"""What of a checkpoint an export keeps: all but the weights and the optimiser's state."""
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -105,23 +104,38 @@ def export_onnx(
 
 
 def export_checkpoint(
-    model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike
+    model: nn.Module,
+    checkpoint: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    info: Mapping | None = None,
 ) -> None:
     """:func:`export_onnx` of ``checkpoint``'s ``model`` to ``path``, keyed by the
-    checkpoint's sha256 (:data:`CHECKPOINT_SHA256`). An existing ``path`` is replaced
-    only if it is an export made by fcnseg (:func:`is_fcnseg_export`).
+    checkpoint's sha256 (:data:`CHECKPOINT_SHA256`) and holding ``info``, the checkpoint
+    dict (its :data:`INFO_KEYS`, :data:`CHECKPOINT_INFO`). An existing ``path`` is
+    replaced only if it is an export made by fcnseg (:func:`is_fcnseg_export`).
 
     Raises:
         ConfigError: ``path`` is the checkpoint itself, a folder, or a file that is
             not an fcnseg export (a checkpoint, the user's own model).
     """
+    check_target(path, checkpoint)
+    _export_keyed(model, checkpoint, path, info)
+
+
+def check_target(path: str | os.PathLike, checkpoint: str | os.PathLike) -> None:
+    """Refuse to write an ONNX file of ``checkpoint`` to ``path`` if ``path`` is a folder,
+    the checkpoint itself, or an existing file that fcnseg did not write.
+
+    Raises:
+        ConfigError: naming ``path`` and why it is kept.
+    """
     _check_output(path, checkpoint)
     if Path(path).exists() and not is_fcnseg_export(path):
         raise ConfigError(
-            f"{path}: exists and is not an ONNX export made by fcnseg, so it is kept; give "
+            f"{path}: exists and is not an ONNX file written by fcnseg, so it is kept; give "
             "another file name"
         )
-    _export_keyed(model, checkpoint, path)
 
 
 def _check_output(path: str | os.PathLike, checkpoint: str | os.PathLike) -> None:
@@ -131,8 +145,32 @@ def _check_output(path: str | os.PathLike, checkpoint: str | os.PathLike) -> Non
         raise ConfigError(f"{path}: is the checkpoint itself; write the ONNX file elsewhere")
 
 
-def _export_keyed(model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike) -> None:
-    export_onnx(model, path, metadata={CHECKPOINT_SHA256: file_sha256(checkpoint)})
+def _export_keyed(
+    model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike, info: Mapping | None
+) -> None:
+    metadata = {CHECKPOINT_SHA256: file_sha256(checkpoint)}
+    if info is not None:
+        metadata[CHECKPOINT_INFO] = json.dumps({k: info[k] for k in INFO_KEYS if k in info})
+    export_onnx(model, path, metadata=metadata)
+
+
+def checkpoint_info(path: str | os.PathLike) -> dict:
+    """The checkpoint description an fcnseg ONNX file carries (:data:`CHECKPOINT_INFO`).
+
+    Raises:
+        UserError: ``path`` is not an ONNX file, or one not made by ``fcnseg export`` or
+            ``fcnseg quantize``.
+    """
+    try:
+        metadata = onnx_metadata(path)
+    except Exception as e:  # protobuf and onnx raise many types for files that are not ONNX
+        raise OnnxFileError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    if CHECKPOINT_INFO not in metadata:
+        raise UserError(
+            f"{path}: an ONNX file without fcnseg's checkpoint description; give the "
+            "checkpoint, or a file written by fcnseg export or fcnseg quantize"
+        )
+    return json.loads(metadata[CHECKPOINT_INFO])
 
 
 def is_fcnseg_export(path: str | os.PathLike) -> bool:
@@ -149,54 +187,26 @@ def is_fcnseg_export(path: str | os.PathLike) -> bool:
 
 
 def onnx_for_checkpoint(
-    model: nn.Module, checkpoint: str | os.PathLike, path: str | os.PathLike
-) -> OnnxModel:
-    """The ONNX export of ``checkpoint`` cached at ``path``: reused when its metadata names
-    this checkpoint's sha256, exported again when it is missing, unreadable or was made
-    from another checkpoint (a replaced ``best.pt``). ``path`` is the cache's own file
+    model: nn.Module,
+    checkpoint: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    info: Mapping | None = None,
+    engine: Callable[[str | os.PathLike], EngineModel] = OnnxModel,
+) -> EngineModel:
+    """``engine`` (e.g. :class:`~fcnseg.deploy.engines.OpenVinoModel`) on the ONNX export of
+    ``checkpoint`` cached at ``path``: reused when its metadata names this checkpoint's
+    sha256, exported again (with ``info``) when it is missing, unreadable or was made from
+    another checkpoint (a replaced ``best.pt``). ``path`` is the cache's own file
     (``<checkpoint>.onnx``), so whatever is there is replaced, but not a folder or
     the checkpoint itself.
     """
     try:
-        cached = OnnxModel(path)
+        cached = engine(path)
     except OnnxFileError:  # missing or corrupt: exported below
         cached = None
     if cached is not None and cached.metadata.get(CHECKPOINT_SHA256) == file_sha256(checkpoint):
         return cached
     _check_output(path, checkpoint)
-    _export_keyed(model, checkpoint, path)
-    return OnnxModel(path)
-
-
-class OnnxModel:
-    """An exported FCN run by onnxruntime, called like the torch model.
-
-    Raises:
-        MissingExtra: onnxruntime is not installed.
-        OnnxFileError: onnxruntime cannot load ``path``.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingExtra(ONNX_HELP) from None
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime's errors share no base class below Exception
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise OnnxFileError(f"{path}: onnxruntime cannot load it ({reason})") from None
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        """The model's ``metadata_props`` (e.g. :data:`CHECKPOINT_SHA256`)."""
-        return dict(self.session.get_modelmeta().custom_metadata_map)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(batch.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(["logits"], {"image": x})[0])
+    _export_keyed(model, checkpoint, path, info)
+    return engine(path)

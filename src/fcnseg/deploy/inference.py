@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,12 +14,20 @@ from PIL import Image
 from fcnseg.data.images import read_image, to_rgb
 from fcnseg.data.info import DataError
 from fcnseg.data.transforms import normalize_image
+from fcnseg.deploy.backend import BackendChoice, choose_backend, float_precision
+from fcnseg.deploy.engines import EngineModel, OnnxModel, OpenVinoModel, installed_engines
 from fcnseg.deploy.tta import with_tta
 from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
 from fcnseg.nets.fcn import Head
 from fcnseg.train.checkpoint import model_from_checkpoint
-from fcnseg.train.device import memory_format, resolve_precision, select_device
+from fcnseg.train.device import (
+    PRECISION_NAMES,
+    cpu_flags,
+    memory_format,
+    resolve_precision,
+    select_device,
+)
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
 
@@ -47,7 +56,8 @@ class Segmenter:
 
     Args:
         model: an FCN (N, 3, H, W) -> (N, C, H, W), or an
-            :class:`~fcnseg.deploy.export.OnnxModel` (then ``precision`` must be fp32/auto).
+            :class:`~fcnseg.deploy.engines.EngineModel` (which runs in its own precision:
+            then ``precision`` is ``auto`` or that one).
         precision: ``auto`` (bf16 where the hardware has it, else fp32), ``fp32``,
             ``bf16`` or ``fp16`` (GPU).
         device: where to run; default CUDA if available, else CPU.
@@ -83,14 +93,19 @@ class Segmenter:
         self.device = select_device(device or "auto")
         self.normalization, self.batch_size = normalization, batch_size
         self.in_channels = getattr(model, "in_channels", 3)
-        if len(getattr(model, "heads", "")) > 1:  # SIFT Flow's: the semantic labels
+        self.num_heads = len(getattr(model, "heads", "_"))
+        if self.num_heads > 1:  # SIFT Flow's: the semantic labels
             model = Head(model, 0)
-        if not isinstance(model, torch.nn.Module):  # an ONNX model: runs as exported
-            if precision not in ("auto", "fp32"):
-                raise ConfigError(f"--precision {precision}: the onnxruntime backend runs in fp32")
+        if isinstance(model, EngineModel):  # an exported model: runs as the engine was set
+            if precision not in ("auto", model.precision):
+                raise ConfigError(
+                    f"--precision {precision}: this {model.engine} model runs in {model.precision}"
+                )
             self.dtype, self.memory_format = torch.float32, None
+            self.precision = model.precision
         else:
             self.dtype = resolve_precision(precision, self.device)
+            self.precision = PRECISION_NAMES[self.dtype]
             self.memory_format = memory_format(channels_last)
             model = prepare_for_inference(model, self.device, self.dtype, channels_last)
             mode = compile if isinstance(compile, str) else None
@@ -102,26 +117,59 @@ class Segmenter:
         cls,
         path: str | os.PathLike,
         *,
-        backend: str = "torch",
+        backend: str = "auto",
+        precision: str = "auto",
+        device: str | torch.device | None = None,
         onnx_path: str | os.PathLike | None = None,
         **kwargs,
     ) -> Segmenter:
-        """A Segmenter for a checkpoint written by ``fcnseg train``.
+        """A Segmenter for a checkpoint written by ``fcnseg train``, or for an ONNX file
+        written by ``fcnseg export`` or ``fcnseg quantize`` (int8).
 
-        ``backend="onnxruntime"`` runs ``onnx_path`` (default: the checkpoint's path
-        with ``.onnx``), exported again whenever it is missing, unreadable or was
-        made from another checkpoint (:func:`fcnseg.deploy.export.onnx_for_checkpoint`).
+        ``backend``: ``auto`` takes the fastest engine and precision this CPU has among
+        those installed (:mod:`fcnseg.deploy.backend`); ``torch``, ``onnxruntime`` or
+        ``openvino`` asks for one. The engines run the checkpoint's ONNX export at
+        ``onnx_path`` (default: the checkpoint's path with ``.onnx``), exported again
+        whenever it is missing, unreadable or was made from another checkpoint
+        (:func:`fcnseg.deploy.export.onnx_for_checkpoint`). ``seg.backend`` says what
+        was chosen and why; ``seg.checkpoint`` is the checkpoint's description.
         """
-        model, ckpt = model_from_checkpoint(path)
-        if backend == "onnxruntime":
-            from fcnseg.deploy.export import onnx_for_checkpoint
+        model, ckpt = load_model_file(path)
+        engines = ("onnxruntime", "openvino")
+        device = select_device(device or ("cpu" if backend in engines else "auto"))
+        # The ONNX export covers nets of one head over RGB images (an ONNX file: so made).
+        exportable = model is None or (
+            getattr(model, "in_channels", 3) == 3 and len(getattr(model, "heads", "_")) == 1
+        )
+        choice = choose_backend(
+            backend,
+            precision,
+            device=device,
+            flags=cpu_flags(),
+            installed=installed_engines(),
+            int8=model is None,
+            exportable=exportable,
+            compile=bool(kwargs.get("compile")),
+        )
+        if choice.backend != "torch":
+            engine = _engine(choice)
+            if model is None:  # an ONNX file: runs as it is
+                model = engine(path)
+            else:
+                from fcnseg.deploy.export import onnx_for_checkpoint
 
-            model = onnx_for_checkpoint(model, path, onnx_path or Path(path).with_suffix(".onnx"))
-        elif backend != "torch":
-            raise ConfigError(f"--backend {backend}: unknown; choose torch or onnxruntime")
-        seg = cls(model, normalization=ckpt.get("normalization", "imagenet"), **kwargs)
-        seg.checkpoint = ckpt
+                onnx_path = onnx_path or Path(path).with_suffix(".onnx")
+                model = onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
+        precision = choice.precision if choice.backend == "torch" else "auto"
+        normalization = ckpt.get("normalization", "imagenet")
+        seg = cls(model, precision=precision, device=device, normalization=normalization, **kwargs)
+        seg.checkpoint, seg.backend = ckpt, choice
         return seg
+
+    def as_module(self) -> torch.nn.Module:
+        """This segmenter as a module: (N, 3, H, W) normalised images -> (N, C, H, W)
+        float32 logits (:meth:`logits`), for :func:`fcnseg.train.engine.evaluate`."""
+        return _Logits(self)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -158,6 +206,33 @@ class Segmenter:
                 for i, p in zip(chunk, pred, strict=True):
                     labels[i] = p
         return labels
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, segmenter: Segmenter) -> None:
+        super().__init__()
+        self.segmenter = segmenter  # not a module: its model keeps its own mode
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.segmenter.logits(batch)
+
+
+def load_model_file(path: str | os.PathLike) -> tuple[torch.nn.Module | None, dict]:
+    """A checkpoint's model and dict, or for an ONNX file written by fcnseg (``export``,
+    ``quantize``) no torch model and the description it carries."""
+    if Path(path).suffix.lower() == ".onnx":
+        from fcnseg.deploy.export import checkpoint_info
+
+        return None, checkpoint_info(path)
+    return model_from_checkpoint(path)
+
+
+def _engine(choice: BackendChoice):
+    """A callable opening an ONNX file with the engine ``choice`` names, in its precision."""
+    if choice.backend == "onnxruntime":
+        return functools.partial(OnnxModel, threads=torch.get_num_threads())
+    compute = float_precision(cpu_flags()) if choice.precision == "int8" else choice.precision
+    return functools.partial(OpenVinoModel, precision=compute)
 
 
 def as_rgb(image: ImageLike) -> np.ndarray:

@@ -52,8 +52,6 @@ images the user's own file (blob:) and the overlay (data:)."""
 
 RETRY_AFTER_S = 1
 
-PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
 
 def _normalization(name: str) -> dict:
     """What ``/v1/model`` says of a normalisation: its name, pixels in words, mean, std."""
@@ -94,8 +92,9 @@ def describe_model(segmenter: Segmenter, options: ServeOptions) -> dict:
             for i, (name, color) in enumerate(zip(info.classes, info.colors, strict=True))
         ],
         "normalization": _normalization(segmenter.normalization),
-        "precision": PRECISION_NAMES[segmenter.dtype],
-        "backend": options.backend,
+        "precision": segmenter.precision,
+        "backend": segmenter.backend.backend,
+        "backend_reason": segmenter.backend.reason,
         "device": str(segmenter.device),
         "threads": torch.get_num_threads(),
         "limits": dataclasses.asdict(options.limits),

@@ -73,7 +73,7 @@ class ServeOptions:
     torch's threads per process (None: torch's default)."""
 
     checkpoint: str
-    backend: str = "torch"
+    backend: str = "auto"
     precision: str = "auto"
     device: str = "auto"
     limits: Limits = field(default_factory=Limits)

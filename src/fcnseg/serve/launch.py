@@ -24,7 +24,7 @@ def serve(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000,
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: must be from 1 to 65535")
     segmenter = load_segmenter(options)
-    print(f"fcnseg serve: {options.checkpoint} ({options.backend}, {segmenter.device}) on "
+    print(f"fcnseg serve: {options.checkpoint} ({segmenter.backend}, {segmenter.device}) on "
           f"http://{host}:{port}/ with {workers} worker{'s' if workers > 1 else ''}")  # fmt: skip
     config = {"host": host, "port": port, "limit_concurrency": options.limits.max_connections,
               "timeout_graceful_shutdown": 30}  # fmt: skip

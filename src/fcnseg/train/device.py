@@ -9,7 +9,7 @@ import torch
 from fcnseg.errors import ConfigError
 
 CPUINFO = Path("/proc/cpuinfo")
-"""Where Linux lists the CPU's instruction-set flags (read by :func:`cpu_has_fast_bf16`)."""
+"""Where Linux lists the CPU's instruction-set flags (read by :func:`cpu_flags`)."""
 
 
 def available_devices() -> list[str]:
@@ -58,6 +58,22 @@ def _exists(device: torch.device) -> bool:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def cpu_flags() -> frozenset[str]:
+    """This CPU's instruction-set flags (``avx2``, ``avx512_bf16``, ``amx_int8``, ...), as
+    :data:`CPUINFO` lists them; empty where it cannot be read (not Linux)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(
+        flag
+        for line in text.splitlines()
+        if line.startswith("flags")
+        for flag in line.partition(":")[2].split()
+    )
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -65,17 +81,7 @@ def cpu_has_fast_bf16() -> bool:
 
     False where it cannot be read (not Linux).
     """
-    try:
-        text = CPUINFO.read_text()
-    except OSError:
-        return False
-    flags = {
-        flag
-        for line in text.splitlines()
-        if line.startswith("flags")
-        for flag in line.partition(":")[2].split()
-    }
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

@@ -1,0 +1,182 @@
+"""Engines that run an exported FCN (an ONNX file) on a CPU, called like the torch model.
+
+Each is a :class:`torch.nn.Module` whose ``forward`` takes a (N, 3, H, W) float tensor and
+returns (N, C, H, W) float32 logits, so :func:`fcnseg.train.engine.evaluate`, the
+test-time augmentation and :class:`~fcnseg.deploy.inference.Segmenter` use it as they use
+the net itself. Which engine ``--backend auto`` picks: :mod:`fcnseg.deploy.backend`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcnseg.errors import UserError
+
+ENGINE_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+"""The PyPI package each engine needs (both come with ``pip install 'fcnseg[cpu]'``)."""
+PRECISION_KEY = "fcnseg.precision"
+"""The ONNX metadata key ``fcnseg quantize`` sets to ``int8`` (absent: an fp32 export)."""
+
+
+class MissingExtra(UserError):
+    """An optional dependency (an install extra) that a command needs is not installed."""
+
+
+class OnnxFileError(UserError):
+    """An ONNX file that an engine cannot load."""
+
+
+def engine_version(engine: str) -> str | None:
+    """The installed version of ``engine``'s package, or None where it is not installed."""
+    try:
+        return importlib.metadata.version(ENGINE_PACKAGES[engine])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def installed_engines() -> tuple[str, ...]:
+    """The engines of :data:`ENGINE_PACKAGES` whose package is installed."""
+    return tuple(e for e in ENGINE_PACKAGES if engine_version(e) is not None)
+
+
+def _missing(engine: str) -> MissingExtra:
+    return MissingExtra(
+        f"--backend {engine} needs the {ENGINE_PACKAGES[engine]} package: pip install 'fcnseg[cpu]'"
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+class EngineModel(nn.Module):
+    """An exported model run by an engine outside torch; ``metadata`` is the ONNX file's
+    ``metadata_props`` (:data:`fcnseg.deploy.export.CHECKPOINT_SHA256` among them)."""
+
+    engine = ""
+    precision = "fp32"
+    metadata: dict[str, str]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, C, H, W) float32 logits."""
+        raise NotImplementedError
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(batch.detach().float().cpu().numpy())
+        return torch.from_numpy(self.run(x))
+
+
+class OnnxModel(EngineModel):
+    """An ONNX file run by onnxruntime's CPU provider (fp32, or int8 where it is quantized).
+
+    Raises:
+        MissingExtra: onnxruntime is not installed.
+        OnnxFileError: onnxruntime cannot load ``path``.
+    """
+
+    engine = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise _missing("onnxruntime") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's errors share no base class below Exception
+            raise OnnxFileError(f"{path}: onnxruntime cannot load it ({_first_line(e)})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get(PRECISION_KEY, "fp32")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"image": x})[0]
+
+
+class OpenVinoModel(EngineModel):
+    """An ONNX file run by OpenVINO's CPU plugin.
+
+    The model is compiled once per input shape (batch, height, width), with static shapes,
+    which run faster than one dynamic-shape compilation; the last ``max_shapes`` are kept.
+
+    Args:
+        path: the ONNX file (an fcnseg export, fp32 or int8).
+        precision: what the float layers compute in: ``fp32`` or ``bf16`` (where the CPU
+            has AMX or AVX512-BF16; OpenVINO's ``INFERENCE_PRECISION_HINT``). The layers of
+            an int8 model (``fcnseg quantize``) that were quantized run in int8 either way,
+            and :attr:`precision` is then ``int8``.
+        threads: ``INFERENCE_NUM_THREADS`` (default: torch's thread count).
+        hint: ``latency`` (one request at a time, all threads on it) or ``throughput``.
+
+    Raises:
+        MissingExtra: openvino is not installed.
+        OnnxFileError: OpenVINO cannot read ``path``.
+    """
+
+    engine = "openvino"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        hint: str = "latency",
+        max_shapes: int = 8,
+    ) -> None:
+        super().__init__()
+        try:
+            import openvino as ov
+        except ImportError:
+            raise _missing("openvino") from None
+        self.core = ov.Core()
+        try:
+            self.network = self.core.read_model(os.fspath(path))
+        except Exception as e:  # OpenVINO raises RuntimeError and its own types
+            raise OnnxFileError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
+        self.metadata = onnx_metadata(path)
+        self.precision = self.metadata.get(PRECISION_KEY, precision)
+        self.max_shapes = max_shapes
+        self.config = {
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+            "PERFORMANCE_HINT": hint.upper(),
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        self._compiled: OrderedDict[tuple[int, ...], object] = OrderedDict()
+
+    def _request(self, shape: tuple[int, ...]):
+        """The infer request of the model compiled for ``shape`` (compiled on first use)."""
+        if shape in self._compiled:
+            self._compiled.move_to_end(shape)
+            return self._compiled[shape]
+        network = self.network.clone()
+        network.reshape({network.input(0).get_any_name(): list(shape)})
+        request = self.core.compile_model(network, "CPU", self.config).create_infer_request()
+        self._compiled[shape] = request
+        if len(self._compiled) > self.max_shapes:
+            self._compiled.popitem(last=False)
+        return request
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        request = self._request(x.shape)
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An ONNX file's ``metadata_props``, read without its weights' external data."""
+    import onnx  # installed with both engines' extra
+
+    proto = onnx.load_model(os.fspath(path), load_external_data=False)
+    return {prop.key: prop.value for prop in proto.metadata_props}

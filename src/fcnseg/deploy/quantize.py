@@ -1,0 +1,140 @@
+"""Post-training static int8 quantization (``fcnseg quantize``), with onnxruntime's toolkit.
+
+The checkpoint is exported to ONNX (:func:`fcnseg.deploy.export.export_onnx`), its
+activations' ranges are measured on a few dozen of the user's images (calibration), and
+its convolutions are rewritten in the QDQ form: int8 weights per output channel, uint8
+activations. onnxruntime and OpenVINO both run that file in int8
+(:class:`~fcnseg.deploy.engines.OnnxModel`, :class:`~fcnseg.deploy.engines.OpenVinoModel`).
+
+Kept in float: the score layers (``score_fr``, ``score_pool4``, ``score_pool3``: a 1x1
+convolution per class, a rounding of which moves the argmax directly, for a negligible
+share of the FLOPs) and the upsampling (the deconvolutions and the final bilinear
+product, which are not convolutions in the graph), as ``keep_float`` says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fcnseg.atomic import replaced_atomically
+from fcnseg.data.transforms import normalize_image
+from fcnseg.deploy.engines import PRECISION_KEY, MissingExtra
+from fcnseg.deploy.export import (
+    CHECKPOINT_INFO,
+    CHECKPOINT_SHA256,
+    INFO_KEYS,
+    check_target,
+    export_onnx,
+    file_sha256,
+)
+from fcnseg.errors import ConfigError
+from fcnseg.train.checkpoint import model_from_checkpoint
+
+QUANTIZE_HELP = "fcnseg quantize needs onnxruntime and onnx: pip install 'fcnseg[cpu]'"
+KEEP_FLOAT = ("score",)
+"""Name prefixes of the convolutions (their weights') that stay in float by default."""
+FLOAT_LAYERS_KEY = "fcnseg.float_layers"
+"""The ONNX metadata key listing the convolutions an int8 model keeps in float."""
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """What :func:`quantize_checkpoint` wrote: the file, and which layers are int8."""
+
+    path: Path
+    int8_layers: tuple[str, ...]
+    float_layers: tuple[str, ...]
+
+
+def quantize_checkpoint(
+    checkpoint: str | os.PathLike,
+    images: Sequence[np.ndarray],
+    output: str | os.PathLike,
+    *,
+    keep_float: Sequence[str] = KEEP_FLOAT,
+) -> Quantized:
+    """Write ``output``: ``checkpoint`` quantized to int8 (QDQ, per-channel weights), its
+    activation ranges (min/max) measured on ``images``, (H, W, 3) uint8 RGB.
+
+    The file carries the checkpoint's sha256 and description, as an export does
+    (:mod:`fcnseg.deploy.export`), so ``predict``, ``eval`` and ``serve`` run it alone.
+    An existing ``output`` is replaced only if fcnseg wrote it.
+
+    Raises:
+        ConfigError: no images, a net the export does not cover, or an ``output`` that
+            is the checkpoint, a folder or a file fcnseg did not write.
+        MissingExtra: onnxruntime or onnx is not installed.
+    """
+    try:
+        import onnx
+        from onnxruntime import quantization as q
+    except ImportError:
+        raise MissingExtra(QUANTIZE_HELP) from None
+    if not images:
+        raise ConfigError("--calibrate: no images to calibrate on")
+    check_target(output, checkpoint)
+    model, ckpt = model_from_checkpoint(checkpoint)
+    if getattr(model, "in_channels", 3) != 3 or len(getattr(model, "heads", "_")) != 1:
+        raise ConfigError(f"{checkpoint}: quantize covers nets of one head over RGB images")
+    normalization = ckpt.get("normalization", "imagenet")
+    with tempfile.TemporaryDirectory(prefix="fcnseg-quantize-") as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model, fp32)
+        convs = _convolutions(onnx.load_model(str(fp32)))
+        floats = [c for c in convs if c.startswith(tuple(keep_float))]
+        int8 = Path(tmp) / "int8.onnx"
+        q.quantize_static(
+            str(fp32),
+            str(int8),
+            _Calibration(images, normalization),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=[convs[c] for c in floats],
+            # The ranges are reduced in the graph: an image adds two numbers per tensor.
+            calibrate_method=q.CalibrationMethod.MinMax,
+        )
+        proto = onnx.load_model(str(int8))
+    metadata = {
+        CHECKPOINT_SHA256: file_sha256(checkpoint),
+        CHECKPOINT_INFO: json.dumps({k: ckpt[k] for k in INFO_KEYS if k in ckpt}),
+        PRECISION_KEY: "int8",
+        FLOAT_LAYERS_KEY: ",".join(floats),
+    }
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    with replaced_atomically(output) as tmp_file:
+        onnx.save_model(proto, str(tmp_file))
+    return Quantized(Path(output), tuple(c for c in convs if c not in floats), tuple(floats))
+
+
+def _convolutions(proto) -> dict[str, str]:
+    """Each Conv node of an exported FCN by its layer's name (its weight's, less
+    ``.weight``: ``features.0``, ``fc6``, ``score_fr``) -> the node's name."""
+    return {
+        node.input[1].removesuffix(".weight"): node.name
+        for node in proto.graph.node
+        if node.op_type == "Conv"
+    }
+
+
+class _Calibration:
+    """onnxruntime's calibration reader: one normalised image (1, 3, H, W) per call."""
+
+    def __init__(self, images: Sequence[np.ndarray], normalization: str) -> None:
+        self.batches: Iterator[dict] = (
+            {"image": normalize_image(image, normalization)[None].numpy()} for image in images
+        )
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)
