@@ -74,7 +74,7 @@ def quantize_checkpoint(
     """
     try:
         import onnx
-        from onnxruntime import quantization as q
+        import onnxruntime  # noqa: F401  (its quantization toolkit, in quantize_onnx)
     except ImportError:
         raise MissingExtra(QUANTIZE_HELP) from None
     if not images:
@@ -83,26 +83,11 @@ def quantize_checkpoint(
     model, ckpt = model_from_checkpoint(checkpoint)
     if getattr(model, "in_channels", 3) != 3 or len(getattr(model, "heads", "_")) != 1:
         raise ConfigError(f"{checkpoint}: quantize covers nets of one head over RGB images")
-    normalization = ckpt.get("normalization", "imagenet")
     with tempfile.TemporaryDirectory(prefix="fcnseg-quantize-") as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export_onnx(model, fp32)
-        convs = _convolutions(onnx.load_model(str(fp32)))
-        floats = [c for c in convs if c.startswith(tuple(keep_float))]
-        int8 = Path(tmp) / "int8.onnx"
-        q.quantize_static(
-            str(fp32),
-            str(int8),
-            _Calibration(images, normalization),
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
-            op_types_to_quantize=["Conv"],
-            nodes_to_exclude=[convs[c] for c in floats],
-            # The ranges are reduced in the graph: an image adds two numbers per tensor.
-            calibrate_method=q.CalibrationMethod.MinMax,
-        )
+        normalization = ckpt.get("normalization", "imagenet")
+        int8_layers, floats = quantize_onnx(fp32, images, normalization, int8, keep_float)
         proto = onnx.load_model(str(int8))
     metadata = {
         CHECKPOINT_SHA256: file_sha256(checkpoint),
@@ -115,7 +100,41 @@ def quantize_checkpoint(
         proto.metadata_props.add(key=key, value=value)
     with replaced_atomically(output) as tmp_file:
         onnx.save_model(proto, str(tmp_file))
-    return Quantized(Path(output), tuple(c for c in convs if c not in floats), tuple(floats))
+    return Quantized(Path(output), int8_layers, floats)
+
+
+def quantize_onnx(
+    fp32: str | os.PathLike,
+    images: Sequence[np.ndarray],
+    normalization: str,
+    output: str | os.PathLike,
+    keep_float: Sequence[str] = KEEP_FLOAT,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Quantize the FCN exported at ``fp32`` into ``output`` (QDQ, metadata left as it is),
+    calibrated on ``images`` normalised as ``normalization`` says.
+
+    Returns:
+        The names of the convolutions now int8, and of those kept in float.
+    """
+    import onnx
+    from onnxruntime import quantization as q
+
+    convs = _convolutions(onnx.load_model(str(fp32), load_external_data=False))
+    floats = tuple(c for c in convs if c.startswith(tuple(keep_float)))
+    q.quantize_static(
+        str(fp32),
+        str(output),
+        _Calibration(images, normalization),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+        op_types_to_quantize=["Conv"],
+        nodes_to_exclude=[convs[c] for c in floats],
+        # The ranges are reduced in the graph: an image adds two numbers per tensor.
+        calibrate_method=q.CalibrationMethod.MinMax,
+    )
+    return tuple(c for c in convs if c not in floats), floats
 
 
 def _convolutions(proto) -> dict[str, str]:
