@@ -376,8 +376,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fcnseg.deploy.export import CHECKPOINT_SHA256, OnnxModel, export_checkpoint
     from fcnseg.train.checkpoint import model_from_checkpoint
 
-    model, _ = model_from_checkpoint(args.checkpoint)
-    export_checkpoint(model, args.checkpoint, args.output)
+    model, ckpt = model_from_checkpoint(args.checkpoint)
+    export_checkpoint(model, args.checkpoint, args.output, info=ckpt)
     runner = OnnxModel(args.output)
     print(f"exported {args.checkpoint} to {args.output} (dynamic batch, height, width; "
           f"checkpoint sha256 {runner.metadata[CHECKPOINT_SHA256][:12]}...)")  # fmt: skip

@@ -15,7 +15,14 @@ from fcnseg.data.images import read_image, to_rgb
 from fcnseg.data.info import DataError
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.backend import BackendChoice, choose_backend, float_precision
-from fcnseg.deploy.engines import EngineModel, OnnxModel, OpenVinoModel, installed_engines
+from fcnseg.deploy.engines import (
+    PRECISION_KEY,
+    EngineModel,
+    OnnxModel,
+    OpenVinoModel,
+    installed_engines,
+    onnx_metadata,
+)
 from fcnseg.deploy.tta import with_tta
 from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
@@ -135,8 +142,11 @@ class Segmenter:
         was chosen and why; ``seg.checkpoint`` is the checkpoint's description.
         """
         model, ckpt = load_model_file(path)
+        # An ONNX file runs on an engine, in its own precision: int8 (fcnseg quantize) or float.
+        int8 = model is None and onnx_metadata(path).get(PRECISION_KEY) == "int8"
         engines = ("onnxruntime", "openvino")
-        device = select_device(device or ("cpu" if backend in engines else "auto"))
+        on_cpu = backend in engines or model is None
+        device = select_device(device or ("cpu" if on_cpu else "auto"))
         # The ONNX export covers nets of one head over RGB images (an ONNX file: so made).
         exportable = model is None or (
             getattr(model, "in_channels", 3) == 3 and len(getattr(model, "heads", "_")) == 1
@@ -147,10 +157,15 @@ class Segmenter:
             device=device,
             flags=cpu_flags(),
             installed=installed_engines(),
-            int8=model is None,
+            int8=int8,
             exportable=exportable,
             compile=bool(kwargs.get("compile")),
         )
+        if model is None and choice.backend == "torch":
+            raise ConfigError(
+                f"--backend {backend}: {path} is an ONNX file, run by onnxruntime or openvino "
+                "on the CPU; give one of them, or the checkpoint it was exported from"
+            )
         if choice.backend != "torch":
             engine = _engine(choice)
             if model is None:  # an ONNX file: runs as it is
