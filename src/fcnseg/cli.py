@@ -428,7 +428,10 @@ def _calibration_images(args: argparse.Namespace) -> list[np.ndarray]:
         dataset = build_dataset(source, root, args.split or (cfg.train_split if same else "train"))
         dataset.max_pixels = args.max_pixels  # built here: ours to set
         return [dataset.load(i)[0] for i in _spread(len(dataset), args.calibration_images)]
-    paths = expand_inputs([source])
+    try:
+        paths = expand_inputs([source])
+    except DataError as e:
+        raise DataError(f"--calibrate: {e}") from None
     if not paths:
         raise DataError(f"--calibrate {source}: no images there")
     picked = _spread(len(paths), args.calibration_images)

@@ -153,7 +153,8 @@ def test_a_missing_calibration_folder_is_one_line(run, tmp_path, capsys):
     missing = tmp_path / "no such folder"
     assert main(["quantize", str(run[0]), "--calibrate", str(missing), "-o",
                  str(tmp_path / "m.onnx")]) == 2  # fmt: skip
-    assert str(missing) in one_line_error(capsys)
+    error = one_line_error(capsys)
+    assert error.startswith("fcnseg: error: --calibrate: ") and str(missing) in error
     assert list(tmp_path.iterdir()) == []
 
 
