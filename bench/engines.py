@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--calibration-images", type=int, default=16)
+    parser.add_argument(
+        "--cases", nargs="+", choices=("latency", "throughput"), default=["latency", "throughput"]
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny net at 64x64")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -236,6 +239,7 @@ def main() -> None:
     print("floors:", {p: round(f["gflops"]) for p, f in floors.items()}, flush=True)
     cases = [("latency, batch 1, 500x500", 1, (500, 500), "latency"),
              ("throughput, 4 images 360x480", 4, (360, 480), "throughput")]  # fmt: skip
+    cases = [c for c in cases if c[3] in args.cases]
     if args.smoke:
         cases = [("latency, batch 1, 64x64", 1, (64, 64), "latency")]
     rows = [r for case in cases for r in run_case(args, *case, floors)]

@@ -72,16 +72,27 @@ def test_openvino_bf16_labels_agree_with_fp32(exported, reference):
 def test_openvino_keeps_the_last_shapes_compiled(exported, reference):
     pytest.importorskip("openvino")
     runner = OpenVinoModel(exported, max_shapes=2)
-    shapes = [(1, 3, 33, 40), (2, 3, 33, 40), (1, 3, 50, 41)]
+    shapes = [(1, 3, 33, 40), (3, 3, 33, 40), (1, 3, 50, 41)]
+    keys = [("latency", 3, 33, 40), ("throughput", 3, 33, 40), ("latency", 3, 50, 41)]
     inputs = {s: torch.randn(s) for s in shapes}
     first = {s: runner(inputs[s]) for s in shapes}
-    assert list(runner._compiled) == shapes[1:]  # the oldest dropped
-    kept = runner._compiled[shapes[1]]
+    assert list(runner._compiled) == keys[1:]  # the oldest dropped
+    kept = runner._compiled[keys[1]]
     assert torch.equal(runner(inputs[shapes[1]]), first[shapes[1]])
-    assert runner._compiled[shapes[1]] is kept  # reused, not compiled again
-    assert list(runner._compiled) == [shapes[2], shapes[1]]  # ...and now the newest
+    assert runner._compiled[keys[1]] is kept  # reused, not compiled again
+    assert list(runner._compiled) == [keys[2], keys[1]]  # ...and now the newest
     assert torch.equal(runner(inputs[shapes[0]]), first[shapes[0]])  # compiled again
-    assert list(runner._compiled) == [shapes[1], shapes[0]]
+    assert list(runner._compiled) == [keys[1], keys[0]]
+
+
+def test_openvino_batches_run_image_by_image_in_throughput_mode(exported):
+    pytest.importorskip("openvino")
+    runner = OpenVinoModel(exported)
+    x = torch.randn(5, 3, 37, 45)
+    batch = runner(x)  # five requests over the streams, in the batch's order
+    assert batch.shape[0] == 5 and list(runner._compiled) == [("throughput", 3, 37, 45)]
+    for i in range(5):
+        assert torch.allclose(batch[i : i + 1], runner(x[i : i + 1]), atol=1e-5)
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
