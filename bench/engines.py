@@ -31,12 +31,11 @@ import numpy as np
 import openvino as ov
 import torch
 from floors import GEMMS, gemm_floors
-from inference import CAMVID, PortFCN8s, count_flops, interleaved_seconds
+from inference import CAMVID, count_flops, interleaved_seconds, three_nets
 from machine import describe
 from PIL import Image
 from torch import nn
 
-import fcnseg
 from fcnseg.deploy.engines import OnnxModel
 from fcnseg.deploy.export import export_onnx
 from fcnseg.deploy.inference import Segmenter
@@ -113,14 +112,7 @@ def checkpoint_of(model: nn.Module, path: Path) -> Path:
 
 def build_paths(args, tmp: Path, size: tuple[int, int], batch: int, hint: str) -> dict:
     """label -> (precision, runner of a normalised batch, the model whose FLOPs it computes)."""
-    width = 0.0625 if args.smoke else 1.0
-    reference = fcnseg.build_model("fcn8s", args.classes, width=width).eval()
-    for name in ("score_fr", "score_pool4", "score_pool3"):  # trained nets' scores are not 0
-        nn.init.normal_(getattr(reference, name).weight, std=0.01)
-    port = PortFCN8s(args.classes, width).eval()
-    port.load_state_dict(reference.state_dict(), strict=False)
-    efficient = fcnseg.build_model("fcn8s", args.classes, width=width, pad=1).eval()
-    efficient.load_state_dict(reference.state_dict())
+    reference, port, efficient = three_nets(args.classes, 0.0625 if args.smoke else 1.0)
     images = calibration_images(args.calibration_images)
 
     port_onnx, port_int8 = str(tmp / "port.onnx"), str(tmp / "port-int8.onnx")

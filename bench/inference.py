@@ -84,6 +84,19 @@ class PortFCN8s(nn.Module):
         return out[:, :, 31 : 31 + x.size(2), 31 : 31 + x.size(3)].contiguous()
 
 
+def three_nets(classes: int, width: float) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """fcnseg's FCN-8s (random score layers: trained nets' are not 0), the port and the
+    efficient geometry (pad 1), all three with the same weights, in eval mode."""
+    reference = fcnseg.build_model("fcn8s", classes, width=width).eval()
+    for name in ("score_fr", "score_pool4", "score_pool3"):
+        nn.init.normal_(getattr(reference, name).weight, std=0.01)
+    port = PortFCN8s(classes, width).eval()
+    port.load_state_dict(reference.state_dict(), strict=False)
+    efficient = fcnseg.build_model("fcn8s", classes, width=width, pad=1).eval()
+    efficient.load_state_dict(reference.state_dict())
+    return reference, port, efficient
+
+
 def matmul_rate(dtype: torch.dtype, device: str, sizes=(1024, 2048, 4096), reps: int = 5) -> float:
     """The machine's practical peak: the best FLOP/s of n x n x n matmuls over sizes and repeats.
 
@@ -172,14 +185,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    width = 0.0625 if args.smoke else 1.0
-    reference = fcnseg.build_model("fcn8s", args.classes, width=width).eval()
-    for name in ("score_fr", "score_pool4", "score_pool3"):  # trained nets' scores are not 0
-        nn.init.normal_(getattr(reference, name).weight, std=0.01)
-    port = PortFCN8s(args.classes, width).eval()
-    port.load_state_dict(reference.state_dict(), strict=False)
-    efficient = fcnseg.build_model("fcn8s", args.classes, width=width, pad=1).eval()
-    efficient.load_state_dict(reference.state_dict())
+    reference, port, efficient = three_nets(args.classes, 0.0625 if args.smoke else 1.0)
 
     onnx_dir = tempfile.mkdtemp()
 

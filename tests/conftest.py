@@ -29,3 +29,20 @@ def randomize_scores(model: torch.nn.Module, std: float = 0.01) -> torch.nn.Modu
             torch.nn.init.normal_(module.weight, std=std)
             torch.nn.init.normal_(module.bias, std=std)
     return model
+
+
+def save_tiny_checkpoint(path: pathlib.Path, iteration: int = 3) -> pathlib.Path:
+    """A tiny FCN-8s (the synthetic classes) with random score layers, so that its labels
+    vary from pixel to pixel, saved at ``path`` as ``fcnseg train`` saves checkpoints."""
+    import dataclasses
+
+    import fcnseg
+    from fcnseg.data.synthetic import SyntheticDataset
+    from fcnseg.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = randomize_scores(fcnseg.build_model("fcn8s", 5, width=0.0625), std=0.1)
+    save_checkpoint({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
+                     "dataset": dataclasses.asdict(SyntheticDataset.info),
+                     "normalization": "imagenet", "iteration": iteration}, path)  # fmt: skip
+    return path

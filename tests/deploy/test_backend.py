@@ -1,23 +1,19 @@
 """``--backend auto``: the engine and precision follow the table of
 :mod:`fcnseg.deploy.backend`, for faked CPU flags and installed engines."""
 
-import dataclasses
 import re
 
 import pytest
 import torch
 
-import fcnseg
 from fcnseg.cli import main
-from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.deploy import inference
 from fcnseg.deploy.backend import choose_backend, default_backend
 from fcnseg.deploy.engines import OnnxModel, OpenVinoModel
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.errors import ConfigError
 from fcnseg.train import device
-from fcnseg.train.checkpoint import save_checkpoint
-from tests.conftest import randomize_scores
+from tests.conftest import save_tiny_checkpoint
 
 CPU = torch.device("cpu")
 FLAGS = {
@@ -142,13 +138,7 @@ def test_default_backend_reads_the_environment(monkeypatch):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny FCN-8s saved as ``fcnseg train`` saves it, with random score layers."""
-    torch.manual_seed(0)
-    model = randomize_scores(fcnseg.build_model("fcn8s", 5, width=0.0625), std=0.1)
-    path = tmp_path_factory.mktemp("backend") / "tiny.pt"
-    save_checkpoint({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-                     "dataset": dataclasses.asdict(SyntheticDataset.info),
-                     "normalization": "imagenet", "iteration": 3}, path)  # fmt: skip
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("backend") / "tiny.pt", 3)
 
 
 def smooth_image(height: int, width: int) -> torch.Tensor:

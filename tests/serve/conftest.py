@@ -1,4 +1,3 @@
-import dataclasses
 import io
 import socket
 import threading
@@ -7,17 +6,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import torch
 import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import fcnseg
-from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.serve.app import create_app
 from fcnseg.serve.config import Limits, ServeOptions
-from fcnseg.train.checkpoint import save_checkpoint
-from tests.conftest import randomize_scores
+from tests.conftest import save_tiny_checkpoint
 
 MODES = {
     "gray.png": (21, 33),
@@ -37,13 +32,7 @@ MODES = {
 def checkpoint(tmp_path_factory):
     """A tiny FCN-8s (synthetic classes) with random score layers, so that its labels
     vary from pixel to pixel, saved as ``fcnseg train`` saves checkpoints."""
-    torch.manual_seed(0)
-    model = randomize_scores(fcnseg.build_model("fcn8s", 5, width=0.0625), std=0.1)
-    path = tmp_path_factory.mktemp("serve") / "tiny.pt"
-    save_checkpoint({"model": model.state_dict(), "model_config": dataclasses.asdict(model.config),
-                     "dataset": dataclasses.asdict(SyntheticDataset.info),
-                     "normalization": "imagenet", "iteration": 7}, path)  # fmt: skip
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny.pt", 7)
 
 
 def options(checkpoint, **limits) -> ServeOptions:
