@@ -397,7 +397,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     images = _calibration_images(args)
     done = quantize_checkpoint(args.checkpoint, images, args.output, keep_float=args.keep_float)
-    print(f"int8 model written to {args.output}: calibrated on {len(images)} images; "
+    count = f"{len(images)} image{'s' if len(images) > 1 else ''}"
+    print(f"int8 model written to {args.output}: calibrated on {count}; "
           f"int8: {_listed(done.int8_layers, 3)} ({len(done.int8_layers)} convolutions); "
           f"float: {', '.join(done.float_layers) or 'no convolution'} and the "
           "upsampling")  # fmt: skip
@@ -638,7 +639,7 @@ def _add_quantize(sub) -> None:
         default=list(KEEP_FLOAT),
         metavar="PREFIX",
         help="convolutions kept in float, by name prefix (default: "
-        f"{' '.join(KEEP_FLOAT)}: the score layers); none: quantize them too",
+        f"{' '.join(KEEP_FLOAT)}: conv1_1 and the score layers); the flag alone: none",
     )
     p.add_argument(
         "--max-pixels",

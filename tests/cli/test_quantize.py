@@ -23,7 +23,7 @@ from fcnseg.serve.app import create_app
 from fcnseg.serve.config import Limits, ServeOptions
 from fcnseg.train.checkpoint import model_from_checkpoint
 from tests.cli.test_predict import one_line_error
-from tests.deploy.test_quantize import SCORE_LAYERS, agreement, conv_weights, train_tiny
+from tests.deploy.test_quantize import KEPT_FLOAT, agreement, conv_weights, train_tiny
 from tests.serve.conftest import label_of
 
 pytest.importorskip("onnxruntime")
@@ -89,18 +89,18 @@ def test_quantize_says_which_layers_stay_float(run, quantized):
     output, printed = quantized
     model, _ = model_from_checkpoint(run[0])
     convs = [n for n, m in model.named_modules() if type(m) is torch.nn.Conv2d]
-    n_int8 = len(convs) - len(SCORE_LAYERS)
+    n_int8 = len(convs) - len(KEPT_FLOAT)
     assert f"int8 model written to {output}: calibrated on 8 images; " in printed
-    assert f"({n_int8} convolutions); float: score_fr, score_pool4, score_pool3 and the " \
-        "upsampling" in printed  # fmt: skip
+    assert f"({n_int8} convolutions); float: features.0, score_fr, score_pool4, score_pool3 and " \
+        "the upsampling" in printed  # fmt: skip
     share = float(re.search(r"labels equal to fp32 on the calibration images: (\S+)%", printed)[1])
     assert 98 <= share <= 100
     metadata = onnx_metadata(output)
     assert metadata["fcnseg.precision"] == "int8"
     assert metadata["fcnseg.checkpoint_sha256"] == sha256(run[0])
     kinds = conv_weights(output)
-    assert {n for n, k in kinds.items() if k == "float"} >= SCORE_LAYERS
-    assert {n for n, k in kinds.items() if k == "int8"} == set(convs) - SCORE_LAYERS
+    assert {n for n, k in kinds.items() if k == "float"} >= KEPT_FLOAT
+    assert {n for n, k in kinds.items() if k == "int8"} == set(convs) - KEPT_FLOAT
 
 
 @pytest.mark.parametrize("backend", ["auto", "onnxruntime", "openvino"])
@@ -171,8 +171,8 @@ def test_pngs_calibrate_and_nothing_kept_float(run, tmp_path, capsys):
     # An earlier file fcnseg wrote is replaced.
     assert main(["quantize", str(run[0]), "--calibrate", str(run[1] / "images" / "00.png"),
                  "-o", str(output)]) == 0  # fmt: skip
-    assert "calibrated on 1 images" in capsys.readouterr().out
-    assert {n for n, k in conv_weights(output).items() if k == "float"} >= SCORE_LAYERS
+    assert "calibrated on 1 image; " in capsys.readouterr().out
+    assert {n for n, k in conv_weights(output).items() if k == "float"} >= KEPT_FLOAT
 
 
 def test_predict_with_openvino_labels_as_torch(run, tmp_path):

@@ -1,5 +1,6 @@
 """``quantize_checkpoint``: an int8 model of a trained tiny FCN-8s whose labels are the fp32
-model's on held-out images, on onnxruntime and on OpenVINO, with the score layers in float."""
+model's on held-out images, on onnxruntime and on OpenVINO, with conv1_1 and the score
+layers in float."""
 
 import hashlib
 import json
@@ -22,7 +23,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-SCORE_LAYERS = {"score_fr", "score_pool4", "score_pool3"}
+# conv1_1 and the score layers (quantize.KEEP_FLOAT)
+KEPT_FLOAT = {"features.0", "score_fr", "score_pool4", "score_pool3"}
 
 
 def train_tiny(out) -> None:
@@ -124,18 +126,18 @@ def test_the_file_carries_its_checkpoint(trained, quantized):
     for key in ("model_config", "dataset", "normalization", "iteration"):
         assert json.dumps(info[key], sort_keys=True) == json.dumps(saved[key], sort_keys=True)
     assert "model" not in info and "optimizer" not in info  # no weights in the description
-    assert set(metadata["fcnseg.float_layers"].split(",")) == SCORE_LAYERS
+    assert set(metadata["fcnseg.float_layers"].split(",")) == KEPT_FLOAT
 
 
-def test_score_layers_and_upsampling_stay_float(trained, quantized):
+def test_conv1_1_score_layers_and_upsampling_stay_float(trained, quantized):
     model, _ = model_from_checkpoint(trained[0])
     convs = {n for n, m in model.named_modules() if type(m) is torch.nn.Conv2d}
-    assert convs >= SCORE_LAYERS and len(convs) > len(SCORE_LAYERS)
+    assert convs >= KEPT_FLOAT and len(convs) > len(KEPT_FLOAT)
     kinds = conv_weights(quantized.path)
-    assert {n for n, k in kinds.items() if k == "int8"} == convs - SCORE_LAYERS
-    assert {n for n, k in kinds.items() if k == "float"} >= SCORE_LAYERS
-    assert set(quantized.float_layers) == SCORE_LAYERS
-    assert set(quantized.int8_layers) == convs - SCORE_LAYERS
+    assert {n for n, k in kinds.items() if k == "int8"} == convs - KEPT_FLOAT
+    assert {n for n, k in kinds.items() if k == "float"} >= KEPT_FLOAT
+    assert set(quantized.float_layers) == KEPT_FLOAT
+    assert set(quantized.int8_layers) == convs - KEPT_FLOAT
     # The upsampling (deconvolutions, the bilinear product) is not quantized.
     graph = onnx.load_model(str(quantized.path)).graph
     deconvs = [n for n in graph.node if n.op_type == "ConvTranspose"]
@@ -146,7 +148,7 @@ def test_score_layers_and_upsampling_stay_float(trained, quantized):
         assert all(made_by.get(i) != "DequantizeLinear" for i in node.input), node.name
 
 
-def test_nothing_kept_float_quantizes_the_score_layers(trained, tmp_path):
+def test_nothing_kept_float_quantizes_every_convolution(trained, tmp_path):
     model, _ = model_from_checkpoint(trained[0])
     convs = {n for n, m in model.named_modules() if type(m) is torch.nn.Conv2d}
     done = quantize_checkpoint(trained[0], scenes("train", [0, 1]), tmp_path / "all.onnx",
