@@ -1,6 +1,7 @@
 import errno
 import hashlib
 import logging
+import os
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,3 +98,18 @@ def test_export_never_replaces_the_checkpoint(model, tmp_path):
     with pytest.raises(ConfigError, match="is the checkpoint itself"):
         export.export_checkpoint(model, tmp_path / "model.onnx", tmp_path / "model.onnx")
     assert (tmp_path / "model.onnx").read_bytes() == b"a checkpoint, oddly named"
+
+
+def test_an_unwritable_folder_caches_the_export_in_the_user_cache(tmp_path, monkeypatch):
+    a, b = tmp_path / "a" / "best.pt", tmp_path / "b" / "best.pt"
+    for checkpoint in (a, b):
+        checkpoint.parent.mkdir()
+        checkpoint.write_bytes(b"weights")
+    assert export.default_onnx_path(a) == a.with_suffix(".onnx")  # writable: beside it
+    # A folder we may not write (a read-only image); root may write anywhere, so say so.
+    monkeypatch.setattr(export.os, "access", lambda path, mode: False)
+    cached = {export.default_onnx_path(p) for p in (a, b)}
+    assert len(cached) == 2  # two checkpoints of one name: two files
+    for path in cached:
+        assert path.parent == Path(os.environ["XDG_CACHE_HOME"]) / "fcnseg" / "onnx"
+        assert path.name.startswith("best-") and path.suffix == ".onnx"

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fcnseg.atomic import atomic_write
+from fcnseg.cache import cache_dir
 from fcnseg.data.dataset import FileDataset, MultiHeadDataset, SegmentationDataset
 from fcnseg.data.images import default_max_pixels
 from fcnseg.data.info import DataError
@@ -33,8 +34,7 @@ Stamp = list[int]  # [image size, image mtime_ns, label size, label mtime_ns]
 
 def default_cache_dir() -> Path:
     """Where check results are kept between runs: ``$XDG_CACHE_HOME/fcnseg/checks``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fcnseg" / "checks"
+    return cache_dir("checks")
 
 
 def check_pairs(

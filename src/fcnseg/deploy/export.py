@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fcnseg.atomic import replaced_atomically
+from fcnseg.cache import cache_dir
 from fcnseg.deploy.engines import EngineModel, MissingExtra, OnnxFileError, OnnxModel, onnx_metadata
 from fcnseg.errors import ConfigError, UserError
 
@@ -152,6 +153,18 @@ def _export_keyed(
     if info is not None:
         metadata[CHECKPOINT_INFO] = json.dumps({k: info[k] for k in INFO_KEYS if k in info})
     export_onnx(model, path, metadata=metadata)
+
+
+def default_onnx_path(checkpoint: str | os.PathLike) -> Path:
+    """Where an engine's export of ``checkpoint`` is cached: ``<checkpoint>.onnx`` beside
+    it, or, where its folder cannot be written (a read-only image, a shared models
+    folder), ``$XDG_CACHE_HOME/fcnseg/onnx/<name>-<hash of its path>.onnx``."""
+    path = Path(checkpoint).absolute()
+    beside = path.with_suffix(".onnx")
+    if os.access(path.parent, os.W_OK) and (not beside.exists() or os.access(beside, os.W_OK)):
+        return beside
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return cache_dir("onnx") / f"{path.stem}-{key}.onnx"
 
 
 def checkpoint_info(path: str | os.PathLike) -> dict:

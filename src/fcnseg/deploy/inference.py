@@ -136,7 +136,7 @@ class Segmenter:
         ``backend``: ``auto`` takes the fastest engine and precision this CPU has among
         those installed (:mod:`fcnseg.deploy.backend`); ``torch``, ``onnxruntime`` or
         ``openvino`` asks for one. The engines run the checkpoint's ONNX export at
-        ``onnx_path`` (default: the checkpoint's path with ``.onnx``), exported again
+        ``onnx_path`` (default: :func:`~fcnseg.deploy.export.default_onnx_path`), exported again
         whenever it is missing, unreadable or was made from another checkpoint
         (:func:`fcnseg.deploy.export.onnx_for_checkpoint`). ``seg.backend`` says what
         was chosen and why; ``seg.checkpoint`` is the checkpoint's description.
@@ -171,9 +171,9 @@ class Segmenter:
             if model is None:  # an ONNX file: runs as it is
                 model = engine(path)
             else:
-                from fcnseg.deploy.export import onnx_for_checkpoint
+                from fcnseg.deploy.export import default_onnx_path, onnx_for_checkpoint
 
-                onnx_path = onnx_path or Path(path).with_suffix(".onnx")
+                onnx_path = onnx_path or default_onnx_path(path)
                 model = onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
         precision = choice.precision if choice.backend == "torch" else "auto"
         normalization = ckpt.get("normalization", "imagenet")
