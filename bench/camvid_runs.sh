@@ -15,7 +15,9 @@ fcnseg=.venv/bin/fcnseg
 
 record() {  # name, seconds, the train arguments
   local name=$1 seconds=$2; shift 2
-  "$fcnseg" eval "$runs/$name/best.pt" --json "bench/results/camvid_$name.json" | tee "$runs/$name/eval.txt"
+  # torch fp32: what the training-time evaluation computes, on any machine
+  "$fcnseg" eval "$runs/$name/best.pt" --backend torch --precision fp32 \
+    --json "bench/results/camvid_$name.json" | tee "$runs/$name/eval.txt"
   .venv/bin/python - "$runs/$name" "bench/results/camvid_$name.json" "$seconds" "$*" <<'PY'
 import json, sys
 run, path, seconds, args = sys.argv[1:]
