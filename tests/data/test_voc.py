@@ -146,7 +146,16 @@ def test_voc_recipe_trains_on_sbd_and_validates_on_voc_seg11valid(trees, tmp_pat
     assert 0 < pixel_acc < 1 and pixel_acc != independent_metrics(model, voc, VOC_VAL)[0]
     # fcnseg eval finds the same data from the checkpoint alone, and the same numbers.
     capsys.readouterr()
-    assert main(["eval", str(run / "best.pt"), "--json", str(tmp_path / "m.json")]) == 0
+    # fp32: what the training-time evaluation computed
+    evaluate = [
+        "eval",
+        str(run / "best.pt"),
+        "--precision",
+        "fp32",
+        "--json",
+        str(tmp_path / "m.json"),
+    ]
+    assert main(evaluate) == 0
     assert f"voc/seg11valid: {len(SEG11VALID)} images" in capsys.readouterr().out
     evaluated = json.loads((tmp_path / "m.json").read_text())
     assert evaluated["pixel_acc"] == ckpt["metrics"]["pixel_acc"]
