@@ -392,9 +392,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from fcnseg.deploy.export import check_target
     from fcnseg.deploy.inference import Segmenter
     from fcnseg.deploy.quantize import quantize_checkpoint
 
+    check_target(args.output, args.checkpoint)  # before the images are read
     images = _calibration_images(args)
     done = quantize_checkpoint(args.checkpoint, images, args.output, keep_float=args.keep_float)
     count = f"{len(images)} image{'s' if len(images) > 1 else ''}"
