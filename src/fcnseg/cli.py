@@ -340,6 +340,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     _checkpoint_from_weights(args, inputs=True)
     seg = _segmenter(args, compile=args.compile, batch_size=args.batch_size)
+    print(f"running {seg.backend}")
     info = DatasetInfo(**seg.checkpoint["dataset"])
     if args.inputs:
         items = expand_inputs(args.inputs)[: args.limit]

@@ -31,7 +31,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 INSTALLED = [(), ("onnxruntime",), ("openvino",), BOTH]
 # The module's table, written out per installed set: the engine auto takes in each row.
 FP32_ROW = {(): "torch", ("onnxruntime",): "onnxruntime", ("openvino",): "openvino",
-            BOTH: "openvino"}  # fmt: skip
+            BOTH: "onnxruntime"}  # fmt: skip
 BF16_ROW = {(): "torch", ("onnxruntime",): "torch", ("openvino",): "openvino", BOTH: "openvino"}
 # Neither installed: openvino, whose constructor then names the package to install.
 INT8_ROW = {(): "openvino", ("onnxruntime",): "onnxruntime", ("openvino",): "openvino",
@@ -91,12 +91,16 @@ def test_an_engine_asked_for_runs_in_its_precision(cpu):
     assert choose("onnxruntime", "fp32", cpu=cpu).precision == "fp32"
     assert choose("openvino", cpu=cpu).precision == ("bf16" if native else "fp32")
     assert choose("openvino", "fp32", cpu=cpu).precision == "fp32"
-    assert choose("openvino", "bf16", cpu=cpu).precision == "bf16"
+    if native:
+        assert choose("openvino", "bf16", cpu=cpu).precision == "bf16"
+    else:  # OpenVINO would quietly run fp32: refused
+        refused("^--precision bf16: this CPU has no AMX or AVX512-BF16", "openvino", "bf16",
+                cpu=cpu)  # fmt: skip
     for precision in ("auto", "fp32", "bf16", "fp16"):
         torch_choice = choose("torch", precision, cpu=cpu)
         assert (torch_choice.backend, torch_choice.precision) == ("torch", precision)
     for engine in ("onnxruntime", "openvino", "auto"):
-        int8 = choose(engine, "fp32", cpu=cpu, int8=True)
+        int8 = choose(engine, cpu=cpu, int8=True)
         assert int8.precision == "int8" and int8.backend == INT8_ROW[BOTH if engine == "auto"
                                                                      else (engine,)]  # fmt: skip
 
@@ -115,7 +119,10 @@ def test_an_engine_asked_for_runs_in_its_precision(cpu):
      (("onnxruntime",), {"exportable": False}, "^--backend onnxruntime: .*--backend torch"),
      (("openvino",), {"compile": True}, "^--compile is torch's"),
      (("onnxruntime",), {"compile": True}, "^--compile is torch's"),
-     (("torch",), {"int8": True}, "^--backend torch: an int8 model file runs on onnxruntime")],
+     (("torch",), {"int8": True}, "^--backend torch: an int8 model file runs on onnxruntime"),
+     (("auto", "fp32"), {"int8": True}, "^--precision fp32: an int8 model file runs in int8"),
+     (("openvino",), {"int8": True, "device": torch.device("cuda")}, "^--device: an int8 "),
+     (("auto",), {"int8": True, "compile": True}, "^--compile is torch's: an int8 model")],
 )  # fmt: skip
 @pytest.mark.parametrize("cpu", FLAGS)
 def test_refused_combinations_are_one_line_naming_the_flag(args, kwargs, match, cpu):
@@ -156,8 +163,9 @@ def fake_cpu(monkeypatch, tmp_path, extra: str) -> None:
     ("extra", "installed", "backend", "precision", "engine"),
     [("avx512f avx512_bf16", BOTH, "openvino", "bf16", OpenVinoModel),
      ("amx_tile amx_bf16", BOTH, "openvino", "bf16", OpenVinoModel),
-     ("avx512f avx512_vnni", BOTH, "openvino", "fp32", OpenVinoModel),
-     ("", BOTH, "openvino", "fp32", OpenVinoModel),
+     ("avx512f avx512_vnni", BOTH, "onnxruntime", "fp32", OnnxModel),
+     ("", BOTH, "onnxruntime", "fp32", OnnxModel),
+     ("", ("openvino",), "openvino", "fp32", OpenVinoModel),
      ("avx512f", ("onnxruntime",), "onnxruntime", "fp32", OnnxModel),
      ("avx512_bf16", ("onnxruntime",), "torch", "bf16", None),
      ("avx512f", (), "torch", "fp32", None)],

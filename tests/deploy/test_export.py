@@ -113,3 +113,32 @@ def test_an_unwritable_folder_caches_the_export_in_the_user_cache(tmp_path, monk
     for path in cached:
         assert path.parent == Path(os.environ["XDG_CACHE_HOME"]) / "fcnseg" / "onnx"
         assert path.name.startswith("best-") and path.suffix == ".onnx"
+
+
+def test_an_int8_model_at_the_cache_name_is_neither_run_nor_replaced(model, tmp_path):
+    from fcnseg.deploy.engines import PRECISION_KEY
+
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    beside = tmp_path / "best.onnx"  # fcnseg quantize best.pt -o best.onnx
+    sha = hashlib.sha256(b"weights").hexdigest()
+    export.export_onnx(model, beside, metadata={CHECKPOINT_SHA256: sha, PRECISION_KEY: "int8"})
+    kept = beside.read_bytes()
+    # The cache goes elsewhere, and the float export is made there.
+    cached = export.default_onnx_path(checkpoint)
+    assert cached.parent.name == "onnx" and cached != beside
+    runner = onnx_for_checkpoint(model, checkpoint, cached)
+    assert PRECISION_KEY not in runner.metadata and runner.metadata[CHECKPOINT_SHA256] == sha
+    # Asked to use that file as the cache: refused in one line, the file kept.
+    with pytest.raises(ConfigError, match="best.onnx: exists and is not fcnseg's float export"):
+        onnx_for_checkpoint(model, checkpoint, beside)
+    assert beside.read_bytes() == kept
+
+
+def test_an_engine_without_onnx_or_onnxscript_is_not_installed(monkeypatch):
+    from fcnseg.deploy import engines
+
+    assert engines.installed_engines()  # both, here
+    for missing in ("onnx", "onnxscript"):
+        monkeypatch.setattr(engines, "_installed_package", lambda name, m=missing: name != m)
+        assert engines.installed_engines() == ()

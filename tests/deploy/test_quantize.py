@@ -148,6 +148,13 @@ def test_conv1_1_score_layers_and_upsampling_stay_float(trained, quantized):
         assert all(made_by.get(i) != "DequantizeLinear" for i in node.input), node.name
 
 
+def test_a_keep_float_prefix_that_names_no_layer_is_refused(trained, tmp_path):
+    with pytest.raises(ConfigError, match=r"^--keep-float scores: names no convolution"):
+        quantize_checkpoint(trained[0], scenes("train", [0]), tmp_path / "m.onnx",
+                            keep_float=("scores", "features.0"))  # fmt: skip
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_nothing_kept_float_quantizes_every_convolution(trained, tmp_path):
     model, _ = model_from_checkpoint(trained[0])
     convs = {n for n, m in model.named_modules() if type(m) is torch.nn.Conv2d}

@@ -6,7 +6,7 @@ timing at start-up (the table below; ``bench/engines.py`` measures it).
 CPU                        auto (first installed)                      precision
 ========================  ==========================================  ===========
 AMX-BF16 or AVX512-BF16   openvino, then torch                         bf16
-any other x86-64 (AVX2)   openvino, then onnxruntime, then torch       fp32
+any other x86-64 (AVX2)   onnxruntime, then openvino, then torch       fp32
 an int8 model file        openvino, then onnxruntime                   int8
 a GPU (``--device``)      torch                                        bf16 / fp16
 ========================  ==========================================  ===========
@@ -33,7 +33,7 @@ BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 """CPU flags of native bf16 arithmetic (Linux's names)."""
 AUTO_ORDER = {
     "bf16": ("openvino", "torch"),
-    "fp32": ("openvino", "onnxruntime", "torch"),
+    "fp32": ("onnxruntime", "openvino", "torch"),
     "int8": ("openvino", "onnxruntime"),
 }
 """Per precision, the engines ``auto`` takes, fastest first (``bench/engines.py``)."""
@@ -95,7 +95,7 @@ def choose_backend(
         raise ConfigError(f"--backend {backend}: unknown; choose one of {', '.join(BACKENDS)}")
     native_bf16 = bool(flags & BF16_FLAGS)
     if int8:
-        return _int8_choice(backend, installed)
+        return _int8_choice(backend, precision, device, compile, installed)
     if backend == "auto":
         if device.type != "cpu" or not exportable or compile:
             why = "a GPU" if device.type != "cpu" else "--compile" if compile else "not exportable"
@@ -121,17 +121,28 @@ def choose_backend(
         raise ConfigError(f"--precision {precision}: the onnxruntime backend runs in fp32")
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"--precision {precision}: OpenVINO on a CPU runs fp32 or bf16")
+    if precision == "bf16" and not native_bf16:
+        # OpenVINO would quietly compute in fp32 where the CPU has no bf16 arithmetic.
+        raise ConfigError("--precision bf16: this CPU has no AMX or AVX512-BF16; use fp32")
     want = "fp32" if backend == "onnxruntime" else precision
     if want == "auto":
         want = "bf16" if native_bf16 else "fp32"
     return BackendChoice(backend, want, "asked")
 
 
-def _int8_choice(backend: str, installed: tuple[str, ...]) -> BackendChoice:
+def _int8_choice(
+    backend: str, precision: str, device: torch.device, compile: bool, installed: tuple[str, ...]
+) -> BackendChoice:
     if backend == "torch":
         raise ConfigError(
             "--backend torch: an int8 model file runs on onnxruntime or openvino (or auto)"
         )
+    if device.type != "cpu":
+        raise ConfigError("--device: an int8 model file runs on the CPU; give --device cpu")
+    if compile:
+        raise ConfigError("--compile is torch's: an int8 model file runs on an engine")
+    if precision not in ("auto", "int8"):
+        raise ConfigError(f"--precision {precision}: an int8 model file runs in int8")
     if backend != "auto":
         return BackendChoice(backend, "int8", "asked")
     engines = [e for e in AUTO_ORDER["int8"] if e in installed]

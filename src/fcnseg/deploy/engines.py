@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import threading
 from collections import OrderedDict
 
 import numpy as np
 import torch
 from torch import nn
 
-from fcnseg.errors import UserError
+from fcnseg.errors import ConfigError, UserError
 
 ENGINE_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 """The PyPI package each engine needs (both come with ``pip install 'fcnseg[cpu]'``)."""
@@ -41,8 +42,20 @@ def engine_version(engine: str) -> str | None:
 
 
 def installed_engines() -> tuple[str, ...]:
-    """The engines of :data:`ENGINE_PACKAGES` whose package is installed."""
+    """The engines of :data:`ENGINE_PACKAGES` that can run here: their package installed,
+    and ``onnx`` and ``onnxscript``, which reading and making an export need (the ``cpu``
+    extra brings all of them)."""
+    if not all(_installed_package(p) for p in ("onnx", "onnxscript")):
+        return ()
     return tuple(e for e in ENGINE_PACKAGES if engine_version(e) is not None)
+
+
+def _installed_package(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _missing(engine: str) -> MissingExtra:
@@ -108,10 +121,11 @@ class OpenVinoModel(EngineModel):
     """An ONNX file run by OpenVINO's CPU plugin.
 
     Compiled with static shapes (faster than one dynamic-shape compilation), once per image
-    shape and mode, keeping the last ``max_shapes``: a single image runs with the LATENCY
-    hint (one request, every thread on it); a batch with the THROUGHPUT hint, one image per
-    request through an asynchronous queue over OpenVINO's streams (its documented setting
-    for throughput).
+    shape and mode, keeping the last ``max_shapes`` (shape, mode) pairs. A single image runs
+    with the LATENCY hint (one request, every thread on it); a batch with the THROUGHPUT
+    hint, one image per request through an asynchronous queue over OpenVINO's streams (its
+    documented setting for throughput). One call runs at a time (a lock), since requests
+    and queues are reused.
 
     Args:
         path: the ONNX file (an fcnseg export, fp32 or int8).
@@ -146,16 +160,19 @@ class OpenVinoModel(EngineModel):
             self.network = self.core.read_model(os.fspath(path))
         except Exception as e:  # OpenVINO raises RuntimeError and its own types
             raise OnnxFileError(f"{path}: OpenVINO cannot read it ({_first_line(e)})") from None
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"--precision {precision}: OpenVINO on a CPU runs fp32 or bf16")
         self.metadata = onnx_metadata(path)
         self.precision = self.metadata.get(PRECISION_KEY, precision)
         self.max_shapes = max_shapes
+        self.lock = threading.Lock()  # one call at a time: requests and queues are reused
         self.config = {
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
         }
         self._compiled: OrderedDict[tuple, object] = OrderedDict()
 
-    def _runner(self, mode: str, image: tuple[int, ...]):
+    def _runner(self, mode: str, image: tuple[int, ...]) -> object:
         """An infer request (``latency``) or an async queue (``throughput``) of the model
         compiled for one image of shape ``image`` (C, H, W), compiled on first use."""
         key = (mode, *image)
@@ -177,6 +194,10 @@ class OpenVinoModel(EngineModel):
         return runner
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 1:
             request = self._runner("latency", x.shape[1:])
             request.infer({0: x})
@@ -196,7 +217,9 @@ class OpenVinoModel(EngineModel):
 
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
     """An ONNX file's ``metadata_props``, read without its weights' external data."""
-    import onnx  # installed with both engines' extra
-
+    try:
+        import onnx
+    except ImportError:
+        raise MissingExtra("reading an ONNX file needs onnx: pip install 'fcnseg[cpu]'") from None
     proto = onnx.load_model(os.fspath(path), load_external_data=False)
     return {prop.key: prop.value for prop in proto.metadata_props}

@@ -24,7 +24,14 @@ from torch import nn
 
 from fcnseg.atomic import replaced_atomically
 from fcnseg.cache import cache_dir
-from fcnseg.deploy.engines import EngineModel, MissingExtra, OnnxFileError, OnnxModel, onnx_metadata
+from fcnseg.deploy.engines import (
+    PRECISION_KEY,
+    EngineModel,
+    MissingExtra,
+    OnnxFileError,
+    OnnxModel,
+    onnx_metadata,
+)
 from fcnseg.errors import ConfigError, UserError
 
 ONNX_HELP = "ONNX export needs the 'export' extra: pip install 'fcnseg[export]'"
@@ -157,14 +164,27 @@ def _export_keyed(
 
 def default_onnx_path(checkpoint: str | os.PathLike) -> Path:
     """Where an engine's export of ``checkpoint`` is cached: ``<checkpoint>.onnx`` beside
-    it, or, where its folder cannot be written (a read-only image, a shared models
-    folder), ``$XDG_CACHE_HOME/fcnseg/onnx/<name>-<hash of its path>.onnx``."""
+    it, or, where that cannot be written (a read-only image, a shared models folder) or
+    holds another file (``fcnseg quantize``'s int8 model, say),
+    ``$XDG_CACHE_HOME/fcnseg/onnx/<name>-<hash of its path>.onnx``."""
     path = Path(checkpoint).absolute()
     beside = path.with_suffix(".onnx")
-    if os.access(path.parent, os.W_OK) and (not beside.exists() or os.access(beside, os.W_OK)):
+    if os.access(path.parent, os.W_OK) and _free_for_cache(beside):
         return beside
     key = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     return cache_dir("onnx") / f"{path.stem}-{key}.onnx"
+
+
+def _free_for_cache(path: Path) -> bool:
+    """Whether the cache may write ``path``: missing, unreadable as ONNX, or a float export
+    fcnseg made, and writable (another file there, an int8 model say, is left alone)."""
+    if not path.exists():
+        return True
+    try:
+        metadata = onnx_metadata(path)
+    except Exception:  # protobuf and onnx raise many types for files that are not ONNX
+        return os.access(path, os.W_OK)
+    return _is_float_export(metadata) and os.access(path, os.W_OK)
 
 
 def checkpoint_info(path: str | os.PathLike) -> dict:
@@ -218,8 +238,19 @@ def onnx_for_checkpoint(
         cached = engine(path)
     except OnnxFileError:  # missing or corrupt: exported below
         cached = None
-    if cached is not None and cached.metadata.get(CHECKPOINT_SHA256) == file_sha256(checkpoint):
-        return cached
+    if cached is not None:
+        if not _is_float_export(cached.metadata):
+            raise ConfigError(
+                f"{path}: exists and is not fcnseg's float export of a checkpoint (an int8 "
+                "model, or a model of your own), so it is kept; move it to run the checkpoint"
+            )
+        if cached.metadata[CHECKPOINT_SHA256] == file_sha256(checkpoint):
+            return cached
     _check_output(path, checkpoint)
     _export_keyed(model, checkpoint, path, info)
     return engine(path)
+
+
+def _is_float_export(metadata: Mapping[str, str]) -> bool:
+    """Whether an ONNX file's metadata is that of an export fcnseg made to cache (float)."""
+    return CHECKPOINT_SHA256 in metadata and PRECISION_KEY not in metadata

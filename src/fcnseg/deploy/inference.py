@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -175,10 +176,12 @@ class Segmenter:
 
                 onnx_path = onnx_path or default_onnx_path(path)
                 model = onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
-        precision = choice.precision if choice.backend == "torch" else "auto"
+        # An engine's model must run in the precision chosen (a cached file is checked here).
         normalization = ckpt.get("normalization", "imagenet")
-        seg = cls(model, precision=precision, device=device, normalization=normalization, **kwargs)
-        seg.checkpoint, seg.backend = ckpt, choice
+        seg = cls(model, precision=choice.precision, device=device, normalization=normalization,
+                  **kwargs)  # fmt: skip
+        # torch resolves "auto" itself: say what it resolved to.
+        seg.checkpoint, seg.backend = ckpt, dataclasses.replace(choice, precision=seg.precision)
         return seg
 
     def as_module(self) -> torch.nn.Module:

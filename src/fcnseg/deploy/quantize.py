@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from fcnseg.deploy.export import (
 )
 from fcnseg.errors import ConfigError
 from fcnseg.train.checkpoint import model_from_checkpoint
+
+if TYPE_CHECKING:
+    import onnx
 
 QUANTIZE_HELP = "fcnseg quantize needs onnxruntime and onnx: pip install 'fcnseg[cpu]'"
 KEEP_FLOAT = ("features.0", "score")
@@ -126,6 +130,12 @@ def quantize_onnx(
     from onnxruntime import quantization as q
 
     convs = _convolutions(onnx.load_model(str(fp32), load_external_data=False))
+    unmatched = [p for p in keep_float if not any(c.startswith(p) for c in convs)]
+    if unmatched:
+        raise ConfigError(
+            f"--keep-float {' '.join(unmatched)}: names no convolution of this net; its "
+            f"convolutions are {', '.join(convs)}"
+        )
     floats = tuple(c for c in convs if c.startswith(tuple(keep_float)))
     q.quantize_static(
         str(fp32),
@@ -144,7 +154,7 @@ def quantize_onnx(
     return tuple(c for c in convs if c not in floats), floats
 
 
-def _convolutions(proto) -> dict[str, str]:
+def _convolutions(proto: onnx.ModelProto) -> dict[str, str]:
     """Each Conv node of an exported FCN by its layer's name (its weight's, less
     ``.weight``: ``features.0``, ``fc6``, ``score_fr``) -> the node's name."""
     return {
