@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import torch
 
 from fcnseg.errors import ConfigError
+from fcnseg.train.device import BF16_FLAGS
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 BACKEND_ENV = "FCNSEG_BACKEND"
 """The environment variable that sets ``--backend``'s default (else ``auto``)."""
-BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-"""CPU flags of native bf16 arithmetic (Linux's names)."""
 AUTO_ORDER = {
     "bf16": ("openvino", "torch"),
     "fp32": ("onnxruntime", "openvino", "torch"),
@@ -100,7 +99,7 @@ def choose_backend(
         if device.type != "cpu" or not exportable or compile:
             why = "a GPU" if device.type != "cpu" else "--compile" if compile else "not exportable"
             return BackendChoice("torch", precision, f"auto: {why}")
-        want = precision if precision != "auto" else "bf16" if native_bf16 else "fp32"
+        want = precision if precision != "auto" else float_precision(flags)
         if want not in AUTO_ORDER:
             raise ConfigError(f"--precision {precision}: on a CPU choose auto, fp32 or bf16")
         engine = next(e for e in AUTO_ORDER[want] if e == "torch" or e in installed)
@@ -126,7 +125,7 @@ def choose_backend(
         raise ConfigError("--precision bf16: this CPU has no AMX or AVX512-BF16; use fp32")
     want = "fp32" if backend == "onnxruntime" else precision
     if want == "auto":
-        want = "bf16" if native_bf16 else "fp32"
+        want = float_precision(flags)
     return BackendChoice(backend, want, "asked")
 
 
@@ -156,5 +155,5 @@ def _installed(installed: tuple[str, ...]) -> str:
 
 
 def float_precision(flags: frozenset[str]) -> str:
-    """What an int8 model's float layers compute in: bf16 where the CPU has it natively."""
+    """What float layers compute in by default: bf16 where the CPU has it natively."""
     return "bf16" if flags & BF16_FLAGS else "fp32"

@@ -67,6 +67,12 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def exportable(model: nn.Module) -> bool:
+    """Whether :func:`export_onnx` covers ``model``: one head over RGB images (not NYUDv2's
+    4- and 6-channel nets, not SIFT Flow's two heads)."""
+    return getattr(model, "in_channels", 3) == 3 and len(getattr(model, "heads", "_")) == 1
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,

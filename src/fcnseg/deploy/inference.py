@@ -15,6 +15,7 @@ from PIL import Image
 from fcnseg.data.images import read_image, to_rgb
 from fcnseg.data.info import DataError
 from fcnseg.data.transforms import normalize_image
+from fcnseg.deploy import export
 from fcnseg.deploy.backend import BackendChoice, choose_backend, float_precision
 from fcnseg.deploy.engines import (
     PRECISION_KEY,
@@ -149,9 +150,7 @@ class Segmenter:
         on_cpu = backend in engines or model is None
         device = select_device(device or ("cpu" if on_cpu else "auto"))
         # The ONNX export covers nets of one head over RGB images (an ONNX file: so made).
-        exportable = model is None or (
-            getattr(model, "in_channels", 3) == 3 and len(getattr(model, "heads", "_")) == 1
-        )
+        exportable = model is None or export.exportable(model)
         choice = choose_backend(
             backend,
             precision,
@@ -172,10 +171,8 @@ class Segmenter:
             if model is None:  # an ONNX file: runs as it is
                 model = engine(path)
             else:
-                from fcnseg.deploy.export import default_onnx_path, onnx_for_checkpoint
-
-                onnx_path = onnx_path or default_onnx_path(path)
-                model = onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
+                onnx_path = onnx_path or export.default_onnx_path(path)
+                model = export.onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
         # An engine's model must run in the precision chosen (a cached file is checked here).
         normalization = ckpt.get("normalization", "imagenet")
         seg = cls(model, precision=choice.precision, device=device, normalization=normalization,
@@ -239,9 +236,7 @@ def load_model_file(path: str | os.PathLike) -> tuple[torch.nn.Module | None, di
     """A checkpoint's model and dict, or for an ONNX file written by fcnseg (``export``,
     ``quantize``) no torch model and the description it carries."""
     if Path(path).suffix.lower() == ".onnx":
-        from fcnseg.deploy.export import checkpoint_info
-
-        return None, checkpoint_info(path)
+        return None, export.checkpoint_info(path)
     return model_from_checkpoint(path)
 
 

@@ -39,6 +39,7 @@ from fcnseg.deploy.export import (
     INFO_KEYS,
     check_target,
     export_onnx,
+    exportable,
     file_sha256,
 )
 from fcnseg.errors import ConfigError
@@ -91,7 +92,7 @@ def quantize_checkpoint(
         raise ConfigError("--calibrate: no images to calibrate on")
     check_target(output, checkpoint)
     model, ckpt = model_from_checkpoint(checkpoint)
-    if getattr(model, "in_channels", 3) != 3 or len(getattr(model, "heads", "_")) != 1:
+    if not exportable(model):
         raise ConfigError(f"{checkpoint}: quantize covers nets of one head over RGB images")
     with tempfile.TemporaryDirectory(prefix="fcnseg-quantize-") as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

@@ -61,6 +61,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""CPU flags of native bf16 arithmetic (Linux's names)."""
+
+
 def cpu_flags() -> frozenset[str]:
     """This CPU's instruction-set flags (``avx2``, ``avx512_bf16``, ``amx_int8``, ...), as
     :data:`CPUINFO` lists them; empty where it cannot be read (not Linux)."""
@@ -81,7 +85,7 @@ def cpu_has_fast_bf16() -> bool:
 
     False where it cannot be read (not Linux).
     """
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    return bool(cpu_flags() & BF16_FLAGS)
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
