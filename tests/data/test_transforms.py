@@ -1,5 +1,6 @@
 import colorsys
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -291,3 +292,15 @@ def test_no_jitter_keeps_the_old_pipeline_and_its_draws():
     reference = old(*ColorJitter(0.3)(image, label, rng), rng)
     assert torch.equal(x, reference[0]) and torch.equal(y, reference[1])
     assert not torch.equal(x, old(image, label, random.Random(0))[0])
+
+
+def test_color_jitter_takes_a_read_only_image_quietly_and_leaves_it():
+    """A decoded image can be a read-only view (np.asarray of a PIL image): no warning,
+    and the caller's pixels are untouched."""
+    image, label = scene(4, 9, 11)
+    image.flags.writeable = False
+    before = image.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, _ = ColorJitter(0.3)(image, label, random.Random(1))
+    assert np.array_equal(image, before) and not np.array_equal(out, image)

@@ -213,7 +213,8 @@ class ColorJitter:
         self, image: np.ndarray, label: np.ndarray, rng: random.Random
     ) -> tuple[np.ndarray, np.ndarray]:
         brightness, contrast, saturation, hue = self.draw(rng)
-        rgb = torch.from_numpy(np.asarray(image, np.uint8)).permute(2, 0, 1).float() / 255
+        # A copy: the decoded image may be a read-only view, which torch warns about.
+        rgb = torch.tensor(np.asarray(image, np.uint8)).permute(2, 0, 1).float() / 255
         rgb = adjust_brightness(rgb, brightness)  # (3, H, W) in [0, 1]
         rgb = adjust_contrast(rgb, contrast)
         rgb = adjust_saturation(rgb, saturation)
