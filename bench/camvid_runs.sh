@@ -4,6 +4,8 @@
 #   bash bench/camvid_runs.sh heldout [FLAG...]  # camvid-fcn8s-heldout: chosen and scored on
 #                         # drive 0006R0, which it never trains on; FLAGs change the recipe
 #                         # (an ablation: its run is named after them)
+#   bash bench/camvid_runs.sh trainval [FLAG...]  # camvid-fcn8s-trainval: the held-out
+#                         # drive's choice, trained on train + val (the final CamVid model)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -42,6 +44,7 @@ case "${1:-main}" in
     shift
     suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' ' '_')
     timed "camvid-fcn8s-heldout${suffix:+_$suffix}" --recipe camvid-fcn8s-heldout "$@" ;;
+  trainval) shift; timed camvid-fcn8s-trainval --recipe camvid-fcn8s-trainval "$@" ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")
@@ -50,5 +53,5 @@ case "${1:-main}" in
       timed "geometry-efficient-seed$seed" "${short[@]}" --pad 1 --seed "$seed"
       timed "geometry-faithful-seed$seed" "${short[@]}" --pad 100 --seed "$seed"
     done ;;
-  *) echo "usage: $0 main | heldout | geometry [iterations] [seed...]" >&2; exit 2 ;;
+  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac

@@ -79,3 +79,28 @@ def test_the_heldout_recipe_never_trains_on_its_validation_drive():
     train, val = build_train_set(cfg, None), build_val_set(cfg, None)
     assert not {sequence_of(s) for s in train.names} & {sequence_of(s) for s in val.names}
     assert not {p for pair in train.pairs for p in pair} & {p for pair in val.pairs for p in pair}
+
+
+def test_the_trainval_recipe_is_the_heldout_choice_on_every_frame():
+    """camvid-fcn8s-trainval is camvid-fcn8s-heldout with the settings the held-out drive
+    chose (4,800 iterations) and nothing else changed but the data: so the held-out
+    number estimates it. Its one evaluation is at the end, on frames it trained on."""
+    from fcnseg.train.recipes import get_recipe
+
+    heldout, trainval = get_recipe("camvid-fcn8s-heldout"), get_recipe("camvid-fcn8s-trainval")
+    same_data = trainval.replace(
+        train_split=heldout.train_split, val_split=heldout.val_split, eval_every=400
+    )
+    assert same_data == heldout.replace(iterations=4800)
+    assert trainval.eval_every == trainval.iterations
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="needs ../shared/datasets/camvid")
+def test_the_trainval_recipe_trains_on_every_train_and_val_frame():
+    from fcnseg.train.config import build_train_set
+    from fcnseg.train.recipes import get_recipe
+
+    cfg = get_recipe("camvid-fcn8s-trainval").replace(data_root=str(CAMVID))
+    train = build_train_set(cfg, None)
+    everything = {p.stem for folder in ("train", "val") for p in (CAMVID / folder).glob("*.png")}
+    assert set(train.names) == everything and len(train) == 468
