@@ -6,6 +6,8 @@
 #                         # (an ablation: its run is named after them)
 #   bash bench/camvid_runs.sh trainval [FLAG...]  # camvid-fcn8s-trainval: the held-out
 #                         # drive's choice, trained on train + val (the final CamVid model)
+#   bash bench/camvid_runs.sh tta RUN   # RUN's best.pt with --tta flip, then with flip and
+#                         # scales 0.75 1 1.25 (bench/results/camvid_RUN_tta-flip[-ms].json)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -45,6 +47,15 @@ case "${1:-main}" in
     suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' ' '_')
     timed "camvid-fcn8s-heldout${suffix:+_$suffix}" --recipe camvid-fcn8s-heldout "$@" ;;
   trainval) shift; timed camvid-fcn8s-trainval --recipe camvid-fcn8s-trainval "$@" ;;
+  tta)
+    run=${2:?usage: $0 tta RUN (a folder under runs/)}
+    tta() {  # name, then the views beside --tta flip
+      local name=$1; shift
+      "$fcnseg" eval "$runs/$run/best.pt" --backend torch --precision fp32 --tta flip "$@" \
+        --json "bench/results/camvid_${run}_tta-$name.json"
+    }
+    tta flip
+    tta flip-ms --tta-scales 0.75 1 1.25 ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")
@@ -53,5 +64,5 @@ case "${1:-main}" in
       timed "geometry-efficient-seed$seed" "${short[@]}" --pad 1 --seed "$seed"
       timed "geometry-faithful-seed$seed" "${short[@]}" --pad 100 --seed "$seed"
     done ;;
-  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | geometry [iterations] [seed...]" >&2; exit 2 ;;
+  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | tta RUN | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac
