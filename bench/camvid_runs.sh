@@ -30,6 +30,7 @@ result.update(train_seconds=int(seconds), command=f"fcnseg train {args}",
               config=json.load(open(f"{run}/config.json")))
 json.dump(result, open(path, "w"), indent=2)
 PY
+  cp "$runs/$name/metrics.jsonl" "bench/results/camvid_$name.metrics.jsonl"
 }
 
 timed() {  # name, then the train arguments
@@ -40,6 +41,9 @@ timed() {  # name, then the train arguments
   record "$name" $(( $(date +%s) - start )) "$@"
 }
 
+# One function, called on the script's last line: bash has read all of it before the
+# first run starts, so editing this file during an hours-long run cannot break it.
+main() {
 case "${1:-main}" in
   main) timed camvid-fcn8s --recipe camvid-fcn8s ;;
   heldout)
@@ -66,3 +70,6 @@ case "${1:-main}" in
     done ;;
   *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | tta RUN | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac
+}
+
+main "$@"; exit

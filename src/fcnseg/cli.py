@@ -60,7 +60,8 @@ FIELD_HELP = {
     "poly_power": "exponent of the poly schedule",
     "warmup": "iterations of linear lr warm-up",
     "normalize_loss": "mean loss over pixels (else the reference's sum)",
-    "class_weighting": "'none' or 'median' (median-frequency balancing)",
+    "class_weighting": "'none', 'median' (median-frequency balancing) or 'enet' "
+    "(1 / ln(1.02 + the class's pixel share), bounded at about 50)",
     "label_smoothing": "label smoothing e in [0, 1): each pixel's target is 1-e on its class "
     "plus e spread evenly over all classes; 0: none",
     "ema": "decay d in [0, 1) of a moving average of the weights (e.g. 0.999), updated after "

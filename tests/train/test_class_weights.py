@@ -3,7 +3,7 @@ import torch
 
 from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.info import DatasetInfo
-from fcnseg.train.loss import label_counts, median_frequency_weights
+from fcnseg.train.loss import enet_weights, label_counts, median_frequency_weights
 
 V = 255  # void
 
@@ -53,3 +53,17 @@ def test_median_frequency_weights_by_hand():
     assert not w.isnan().any()
     np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
     np.testing.assert_allclose(w.numpy(), [9 / 7, 1, 16 / 21, 0], rtol=1e-6)
+
+
+def test_enet_weights_by_hand():
+    """ENet's 1 / ln(1.02 + p_c), p_c the class's share of the 11 labelled pixels (void
+    counts nowhere); the rarer class weighs more; a class that never occurs weighs 0."""
+    share = np.array([4, 4, 3]) / 11
+    expected = [*(1 / np.log(1.02 + share)), 0.0]
+    w = enet_weights(DATA)
+    assert w.dtype == torch.float32 and w.shape == (4,)
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-6)
+    assert w[2] > w[0] == w[1]
+    np.testing.assert_allclose(
+        enet_weights(DATA, c=2.0)[0].item(), 1 / np.log(2 + 4 / 11), rtol=1e-6
+    )

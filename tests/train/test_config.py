@@ -61,7 +61,7 @@ BAD = [
     ("poly_power", -0.9, ">= 0"),
     ("warmup", -1, ">= 0"),
     ("normalize_loss", "false", "true or false"),
-    ("class_weighting", "medain", "none, median"),
+    ("class_weighting", "medain", "none, median, enet"),
     ("label_smoothing", 1.0, "[0, 1)"),
     ("label_smoothing", -0.01, "[0, 1)"),
     ("ema", 1.0, "[0, 1)"),

@@ -29,10 +29,11 @@ from fcnseg.data.voc import VOCDataset
 from fcnseg.errors import ConfigError
 from fcnseg.nets.registry import MODELS, build_model
 from fcnseg.nets.weights import NORMALIZATIONS, saved_normalization, weights_entry
+from fcnseg.train.loss import CLASS_WEIGHTS
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("fixed", "poly")
-CLASS_WEIGHTINGS = ("none", "median")
+CLASS_WEIGHTINGS = ("none", *CLASS_WEIGHTS)
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -79,7 +80,7 @@ class TrainConfig:
     poly_power: float = 0.9
     warmup: int = 0
     normalize_loss: bool = True  # False: the reference's summed loss
-    class_weighting: str = "none"  # or "median" (median-frequency balancing)
+    class_weighting: str = "none"  # "median" (median-frequency) or "enet" (1 / ln(1.02 + p))
     label_smoothing: float = 0.0  # 0: one-hot targets (the paper)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
     # speed (see "Training at scale" in the README)

@@ -49,7 +49,7 @@ from fcnseg.train.config import (
 from fcnseg.train.device import memory_format, resolve_precision
 from fcnseg.train.distributed import Context, all_reduce_sum, process_group
 from fcnseg.train.ema import ema_decay, update_ema
-from fcnseg.train.loss import heads_loss, loss_denominators, median_frequency_weights
+from fcnseg.train.loss import CLASS_WEIGHTS, heads_loss, loss_denominators
 from fcnseg.train.metrics import ConfusionMatrix
 from fcnseg.train.run import RunFolder, check_resume
 
@@ -347,7 +347,8 @@ def _load_data(cfg: TrainConfig, ctx: Context, progress: bool) -> _Data:
             f"validation data: classes {', '.join(val_sets[0].info.classes)} differ from the "
             f"training data's {', '.join(train_set.info.classes)}"
         )
-    weights = median_frequency_weights(train_set) if cfg.class_weighting == "median" else None
+    weighting = CLASS_WEIGHTS.get(cfg.class_weighting)
+    weights = weighting(train_set) if weighting else None
     transform = train_transform(
         normalization=cfg.normalization,
         scale=cfg.scale,

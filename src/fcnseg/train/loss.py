@@ -21,7 +21,7 @@ The mean still divides by the pixels' summed ``w_y`` (as ``reduction="mean"``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -160,3 +160,20 @@ def median_frequency_weights(dataset: SegmentationDataset) -> torch.Tensor:
     freq = np.where(present > 0, pixels / np.maximum(present, 1), np.nan)
     weights = np.nanmedian(freq) / freq
     return torch.tensor(np.nan_to_num(weights, nan=0.0), dtype=torch.float32)
+
+
+def enet_weights(dataset: SegmentationDataset, c: float = 1.02) -> torch.Tensor:
+    """Class weights ``1 / ln(c + p_c)`` (ENet, Paszke et al. 2016), with ``p_c`` the
+    class's share of all labelled pixels; bounded by ``1 / ln(c)`` (about 50) for the
+    rarest classes, where median-frequency weights are not. A class that never occurs
+    weighs 0."""
+    pixels, _ = label_counts(dataset)
+    weights = 1.0 / np.log(c + pixels / max(pixels.sum(), 1))
+    return torch.tensor(np.where(pixels > 0, weights, 0.0), dtype=torch.float32)
+
+
+# ``class_weighting`` -> the weights of a training set (``"none"``: no weights).
+CLASS_WEIGHTS: dict[str, Callable[[SegmentationDataset], torch.Tensor]] = {
+    "median": median_frequency_weights,
+    "enet": enet_weights,
+}
