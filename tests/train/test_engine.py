@@ -166,6 +166,29 @@ def test_color_jitter_and_label_smoothing_reach_the_data_and_the_loss(tmp_path, 
     assert all(math.isfinite(r["loss"]) for r in records(tmp_path) if "loss" in r)
 
 
+@pytest.mark.parametrize("weighting", ["median", "enet"])
+def test_the_class_weighting_reaches_the_loss(tmp_path, monkeypatch, weighting):
+    """The loss gets the chosen weights of the training set, not another choice's."""
+    from fcnseg.train.loss import enet_weights, median_frequency_weights
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["class_weights"])
+        return heads_loss(*args, **kwargs)
+
+    heads_loss = engine.heads_loss
+    monkeypatch.setattr(engine, "heads_loss", spy)
+    cfg = TINY.replace(iterations=1, class_weighting=weighting, eval_every=1)
+    train(cfg, tmp_path, progress=False)
+    chosen = {"median": median_frequency_weights, "enet": enet_weights}[weighting]
+    other = {"median": enet_weights, "enet": median_frequency_weights}[weighting]
+    train_set = config.build_train_set(cfg)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], chosen(train_set))
+    assert not torch.allclose(seen[0], other(train_set))
+
+
 def test_collapsed_predictions_warn(tmp_path, monkeypatch, capsys):
     def predict_background(model):
         with torch.no_grad():
