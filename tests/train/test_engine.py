@@ -15,6 +15,7 @@ from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.engine import StreamSampler, lr_factor, train
+from fcnseg.train.loss import enet_weights, median_frequency_weights
 from fcnseg.train.recipes import RECIPES, get_recipe
 
 TINY = TrainConfig(
@@ -148,41 +149,39 @@ def test_bf16_training_computes_in_bf16(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "last.pt")["model"]["fc6.weight"].dtype == torch.float32
 
 
+def spy(monkeypatch, fn, name: str) -> list:
+    """Wrap the engine's ``fn``; returns the list of the ``name`` keyword of each call."""
+    seen = []
+
+    def wrapped(*args, **kwargs):
+        seen.append(kwargs[name])
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr(engine, fn.__name__, wrapped)
+    return seen
+
+
 def test_color_jitter_and_label_smoothing_reach_the_data_and_the_loss(tmp_path, monkeypatch):
-    seen = {"jitter": [], "smoothing": []}
-
-    def spy(name, key, fn):
-        def wrapped(*args, **kwargs):
-            seen[key].append(kwargs[name])
-            return fn(*args, **kwargs)
-
-        monkeypatch.setattr(engine, fn.__name__, wrapped)
-
-    spy("color_jitter", "jitter", engine.train_transform)
-    spy("label_smoothing", "smoothing", engine.heads_loss)
+    seen = {
+        "jitter": spy(monkeypatch, engine.train_transform, "color_jitter"),
+        "smoothing": spy(monkeypatch, engine.heads_loss, "label_smoothing"),
+    }
     cfg = TINY.replace(iterations=1, color_jitter=0.3, label_smoothing=0.1, eval_every=1)
     train(cfg, tmp_path, progress=False)
     assert seen == {"jitter": [0.3], "smoothing": [0.1]}
     assert all(math.isfinite(r["loss"]) for r in records(tmp_path) if "loss" in r)
 
 
-@pytest.mark.parametrize("weighting", ["median", "enet"])
-def test_the_class_weighting_reaches_the_loss(tmp_path, monkeypatch, weighting):
+@pytest.mark.parametrize(
+    "weighting, chosen, other",
+    [("median", median_frequency_weights, enet_weights),
+     ("enet", enet_weights, median_frequency_weights)],
+)  # fmt: skip
+def test_the_class_weighting_reaches_the_loss(tmp_path, monkeypatch, weighting, chosen, other):
     """The loss gets the chosen weights of the training set, not another choice's."""
-    from fcnseg.train.loss import enet_weights, median_frequency_weights
-
-    seen = []
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["class_weights"])
-        return heads_loss(*args, **kwargs)
-
-    heads_loss = engine.heads_loss
-    monkeypatch.setattr(engine, "heads_loss", spy)
+    seen = spy(monkeypatch, engine.heads_loss, "class_weights")
     cfg = TINY.replace(iterations=1, class_weighting=weighting, eval_every=1)
     train(cfg, tmp_path, progress=False)
-    chosen = {"median": median_frequency_weights, "enet": enet_weights}[weighting]
-    other = {"median": enet_weights, "enet": median_frequency_weights}[weighting]
     train_set = config.build_train_set(cfg)
     assert len(seen) == 1
     torch.testing.assert_close(seen[0], chosen(train_set))
