@@ -66,6 +66,8 @@ FIELD_HELP = {
     "plus e spread evenly over all classes; 0: none",
     "ema": "decay d in [0, 1) of a moving average of the weights (e.g. 0.999), updated after "
     "each step; validation, best.pt and the deployed weights use the average; 0: none",
+    "aux_weight": "weight w >= 0 of an auxiliary loss on each coarser stage of a skip net "
+    "(FCN-8s: its FCN-32s and FCN-16s predictions, upsampled bilinearly); 0: none",
     "precision": "training precision: fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler)",
     "channels_last": "NHWC memory layout (faster convolutions)",
     "compile": "torch.compile the model",

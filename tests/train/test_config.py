@@ -66,6 +66,8 @@ BAD = [
     ("label_smoothing", -0.01, "[0, 1)"),
     ("ema", 1.0, "[0, 1)"),
     ("ema", -0.5, "[0, 1)"),
+    ("aux_weight", -0.4, ">= 0"),
+    ("aux_weight", float("inf"), "finite"),
     ("precision", "fp8", "fp32, bf16, fp16"),
     ("channels_last", 0, "true or false"),
     ("compile", "no", "true or false"),

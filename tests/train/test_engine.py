@@ -295,3 +295,31 @@ def test_batched_evaluation_equals_one_image_at_a_time():
         assert sorted(seen) == list(range(len(data)))
         for i, (pred, label) in seen.items():
             assert torch.equal(pred, preds[i]) and torch.equal(label, data[i][1])
+
+
+def test_aux_weight_adds_each_coarser_stage_loss_times_the_weight():
+    """The step's loss is the FCN-8s loss plus w times the FCN-32s and FCN-16s losses,
+    each a mean over the non-void pixels, computed here by plain cross-entropy."""
+    cfg = TINY.replace(aux_weight=0.4)
+    model = engine.make_model(cfg, 5).eval()
+    for name, p in model.named_parameters():
+        if name.startswith("score"):  # zero at first: the stages would all be equal
+            torch.nn.init.normal_(p, std=0.1)
+    images = torch.randn(2, 3, 40, 52)
+    labels = torch.randint(0, 5, (2, 40, 52))
+    labels[:, :5] = 255  # void
+    batch = (images, labels, torch.tensor([0, 1]))
+    with torch.no_grad():
+        got = engine._step_loss(model, batch, None, cfg, None, engine.Context())
+        stages = model(images, stages=True)
+    ce = [torch.nn.functional.cross_entropy(s, labels, ignore_index=255) for s in stages]
+    assert not math.isclose(ce[0], ce[2], rel_tol=1e-3)
+    torch.testing.assert_close(got, 0.4 * ce[0] + 0.4 * ce[1] + ce[2])
+    plain = engine._step_loss(model, batch, None, TINY, None, engine.Context())
+    torch.testing.assert_close(plain, ce[2])
+
+
+def test_aux_weight_needs_a_net_with_skips(tmp_path):
+    with pytest.raises(config.ConfigError, match=r"aux_weight \(--aux-weight\) 0.4 needs"):
+        train(TINY.replace(model="fcn32s", aux_weight=0.4), tmp_path, progress=False)
+    assert not (tmp_path / "config.json").exists()

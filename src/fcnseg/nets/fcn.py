@@ -21,7 +21,7 @@ from fcnseg.errors import ConfigError
 from fcnseg.nets.backbones import Classifier
 from fcnseg.nets.convolutionalize import feature_channels, linear_to_conv
 from fcnseg.nets.geometry import CoordMap, coord_map, crop_offset, layer_map
-from fcnseg.nets.upsample import Upsample
+from fcnseg.nets.upsample import Upsample, bilinear_upsample_crop
 
 REFERENCE_PAD = 100
 
@@ -80,6 +80,7 @@ class FCN(nn.Module):
         self.upsamplers: list[str] = []  # every head's 2x upsamplers, in order
         self.final_names: list[str] = []  # every head's final upsampler
         self.crops: dict[str, int] = {}
+        self.stage_crops: list[list[tuple[int, int]]] = []  # per head: (stride, crop)
         for suffix, n in zip(self.heads, classes, strict=True):
             self._add_head(suffix, n, taps, final_kernel, learnable_upsampling)
 
@@ -92,7 +93,9 @@ class FCN(nn.Module):
         self.add_module(f"score_fr{suffix}", _zero_conv(self.fc7.out_channels, num_classes))
         # The coordinate map of the current scores, refined skip by skip.
         score_map = coord_map([*self.features, self.fc6, self.fc7])
+        stages = []
         for k, name in enumerate(self.skips):
+            stages.append(_stage_crop(score_map, num_classes))
             up_name = ("upscore2" if k == 0 else f"upscore_{self.skips[k - 1]}") + suffix
             up = Upsample(num_classes, 4, 2, learnable=learnable)
             self.add_module(up_name, up)
@@ -114,6 +117,7 @@ class FCN(nn.Module):
         final = Upsample(num_classes, final_kernel, stride, learnable=learnable)
         self.add_module(final_name, final)
         self.final_names.append(final_name)
+        self.stage_crops.append(stages)
         self.crops[final_name] = crop_offset(score_map.then(layer_map(final)), CoordMap())
 
     @property
@@ -143,16 +147,25 @@ class FCN(nn.Module):
         self, k: int, fc7: torch.Tensor, taps: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """Head ``k``'s scores at the net's finest stride, from :meth:`trunk`'s outputs."""
+        return self.head_stages(k, fc7, taps)[-1]
+
+    def head_stages(
+        self, k: int, fc7: torch.Tensor, taps: Mapping[str, torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Head ``k``'s scores after each stage of the skip architecture, coarse to fine:
+        ``score_fr`` (stride 32), then each fusion (``fuse_pool4`` at 16, ...)."""
         suffix = self.heads[k]
-        score = getattr(self, f"score_fr{suffix}")(fc7)
+        scores = [getattr(self, f"score_fr{suffix}")(fc7)]
         ups = self.upsamplers[k * len(self.skips) : (k + 1) * len(self.skips)]
         for name, up_name in zip(self.skips, ups, strict=True):
-            score = getattr(self, up_name)(score)  # 2x finer
+            score = getattr(self, up_name)(scores[-1])  # 2x finer
             tap = taps[name] * self.skip_scales.get(name, 1.0)
             skip_name = f"score_{name}{suffix}"
             skip = getattr(self, skip_name)(tap)
-            score = _fuse(score, self.crops.get(up_name, 0), skip, self.crops.get(skip_name, 0))
-        return score
+            scores.append(
+                _fuse(score, self.crops.get(up_name, 0), skip, self.crops.get(skip_name, 0))
+            )
+        return scores
 
     def score(self, x: torch.Tensor, seeds: torch.Tensor | None = None):
         """Class scores at the net's finest stride, before the final upsampling.
@@ -170,20 +183,43 @@ class FCN(nn.Module):
         final: Upsample = getattr(self, self.final_names[k])
         return final.upsample_crop(score, self.crops[self.final_names[k]], tuple(size))
 
-    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, seeds: torch.Tensor | None = None, *, stages: bool = False):
         """Logits (N, num_classes, H, W) of inputs (N, C_in, H, W); with several heads,
         a tuple of them, one per head in :attr:`heads` order.
 
         ``seeds`` (N,) int64, in training only: sample i's dropout masks are drawn
         from ``seeds[i]`` alone, so they do not depend on which batch or process
         the sample is in (see :class:`SampleDropout`). Without seeds, ordinary dropout.
+
+        ``stages``: a one-head net's logits after every stage instead, coarse to fine
+        (FCN-32s, FCN-16s, FCN-8s for FCN-8s), a tuple of (N, num_classes, H, W); the
+        coarser stages are upsampled by fixed bilinear kernels and cropped as their
+        own FCN would be (the paper's FCN-32s crop, 19, for ``score_fr`` at pad 100).
+        Training puts a loss on each (deep supervision: ``TrainConfig.aux_weight``).
         """
         fc7, taps = self.trunk(x, seeds)
         size = x.shape[-2:]
+        if stages:
+            return self._stage_logits(fc7, taps, size)
         logits = tuple(
             self.upsample(k, self.head_score(k, fc7, taps), size) for k in range(len(self.heads))
         )
         return logits if len(logits) > 1 else logits[0]
+
+    def _stage_logits(
+        self, fc7: torch.Tensor, taps: Mapping[str, torch.Tensor], size: Sequence[int]
+    ) -> tuple[torch.Tensor, ...]:
+        if len(self.heads) != 1 or not self.skips:
+            raise ValueError(
+                f"stage logits need one head and skips; this net has {len(self.heads)} "
+                f"head(s) and skips {self.skips}"
+            )
+        *coarse, final = self.head_stages(0, fc7, taps)
+        upsampled = [
+            bilinear_upsample_crop(score, 2 * stride, stride, crop, tuple(size))
+            for score, (stride, crop) in zip(coarse, self.stage_crops[0], strict=True)
+        ]
+        return (*upsampled, self.upsample(0, final, size))
 
     def describe_geometry(self) -> str:
         """One line per crop: which map is cropped, at what offset, and why."""
@@ -263,6 +299,14 @@ def _fuse(score: torch.Tensor, c_score: int, skip: torch.Tensor, c_skip: int) ->
         score[..., c_score : c_score + h, c_score : c_score + w]
         + skip[..., c_skip : c_skip + h, c_skip : c_skip + w]
     )
+
+
+def _stage_crop(score_map: CoordMap, num_classes: int) -> tuple[int, int]:
+    """(stride, crop) of a coarser stage's scores, upsampled to the input by a fixed
+    bilinear kernel of twice the stride (the paper's FCN-32s and FCN-16s)."""
+    stride = round(1 / score_map.scale)
+    up = Upsample(num_classes, 2 * stride, stride)
+    return stride, crop_offset(score_map.then(layer_map(up)), CoordMap())
 
 
 def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -78,30 +78,14 @@ class Upsample(nn.Module):
         return F.conv_transpose2d(x, weight, stride=self.stride, groups=self.channels)
 
     def upsample_crop(self, x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
-        """``self(x)`` cropped at ``offset`` to ``size``, computing only the kept pixels.
-
-        The fixed bilinear kernel is separable, so the cropped output is
-        ``Mh @ x @ Mw^T`` with small interpolation matrices: the same numbers as the
-        transposed convolution, without the dense C x C weight or the cropped margin.
+        """``self(x)`` cropped at ``offset`` to ``size``, computing only the kept pixels
+        (:func:`bilinear_upsample_crop` when fixed).
 
         Shapes: (N, C, h, w) -> (N, C, size[0], size[1]).
         """
         if self.learnable:
             return self(x)[..., offset : offset + size[0], offset : offset + size[1]]
-        mh = self._matrix(x.shape[-2], size[0], offset, x)
-        mw = self._matrix(x.shape[-1], size[1], offset, x)
-        return mh @ x @ mw.T
-
-    def _matrix(self, n_in: int, n_out: int, offset: int, like: torch.Tensor) -> torch.Tensor:
-        # Output y receives input i with weight profile[y + offset - stride * i].
-        tap = (
-            torch.arange(n_out, device=like.device)[:, None]
-            + offset
-            - self.stride * torch.arange(n_in, device=like.device)[None, :]
-        )
-        inside = (tap >= 0) & (tap < self.kernel_size)
-        profile = bilinear_profile(self.kernel_size).to(device=like.device, dtype=like.dtype)
-        return torch.where(inside, profile[tap.clamp(0, self.kernel_size - 1)], 0)
+        return bilinear_upsample_crop(x, self.kernel_size, self.stride, offset, size)
 
     def coord_map(self) -> CoordMap:
         return CoordMap(float(self.stride), (self.kernel_size - 1) / 2)
@@ -109,3 +93,33 @@ class Upsample(nn.Module):
     def extra_repr(self) -> str:
         kind = "learnable" if self.learnable else "fixed bilinear"
         return f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, {kind}"
+
+
+def bilinear_upsample_crop(
+    x: torch.Tensor, kernel_size: int, stride: int, offset: int, size: tuple[int, int]
+) -> torch.Tensor:
+    """A fixed bilinear :class:`Upsample` of ``x``, cropped at ``offset`` to ``size``.
+
+    The bilinear kernel is separable, so the cropped output is ``Mh @ x @ Mw^T``
+    with small interpolation matrices: the same numbers as the transposed
+    convolution, without the dense C x C weight or the cropped margin.
+
+    Shapes: (N, C, h, w) -> (N, C, size[0], size[1]).
+    """
+    mh = _interpolation_matrix(x.shape[-2], size[0], kernel_size, stride, offset, x)
+    mw = _interpolation_matrix(x.shape[-1], size[1], kernel_size, stride, offset, x)
+    return mh @ x @ mw.T
+
+
+def _interpolation_matrix(
+    n_in: int, n_out: int, kernel_size: int, stride: int, offset: int, like: torch.Tensor
+) -> torch.Tensor:
+    # Output y receives input i with weight profile[y + offset - stride * i].
+    tap = (
+        torch.arange(n_out, device=like.device)[:, None]
+        + offset
+        - stride * torch.arange(n_in, device=like.device)[None, :]
+    )
+    inside = (tap >= 0) & (tap < kernel_size)
+    profile = bilinear_profile(kernel_size).to(device=like.device, dtype=like.dtype)
+    return torch.where(inside, profile[tap.clamp(0, kernel_size - 1)], 0)

@@ -83,6 +83,7 @@ class TrainConfig:
     class_weighting: str = "none"  # "median" (median-frequency) or "enet" (1 / ln(1.02 + p))
     label_smoothing: float = 0.0  # 0: one-hot targets (the paper)
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
+    aux_weight: float = 0.0  # loss weight of each coarser stage (FCN-32s, -16s); 0: none
     # speed (see "Training at scale" in the README)
     precision: str = "fp32"  # "bf16" or "fp16" (autocast; fp16 with a grad scaler)
     channels_last: bool = False
@@ -190,6 +191,7 @@ _RANGES: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "warmup": (lambda v: v >= 0, ">= 0"),
     "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1) (0: no smoothing)"),
     "ema": (lambda v: 0 <= v < 1, "in [0, 1) (0: no average)"),
+    "aux_weight": (lambda v: v >= 0, ">= 0 (0: no auxiliary loss)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval_every": (lambda v: v >= 1, ">= 1"),
     "log_every": (lambda v: v >= 1, ">= 1"),

@@ -36,6 +36,7 @@ from fcnseg.data.dataset import SegmentationDataset
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.transforms import eval_transform, train_transform
 from fcnseg.errors import ConfigError
+from fcnseg.nets.fcn import FCN
 from fcnseg.nets.registry import build_model
 from fcnseg.nets.surgery import init_from, init_streams
 from fcnseg.train.checkpoint import load_checkpoint
@@ -401,6 +402,7 @@ def _build(cfg: TrainConfig, num_classes: int, ctx: Context, *, pretrained: bool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = make_model(cfg, num_classes, pretrained=pretrained)
+    _check_stages(model, cfg)
     model = model.to(ctx.device, memory_format=memory_format(cfg.channels_last))
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
@@ -408,6 +410,15 @@ def _build(cfg: TrainConfig, num_classes: int, ctx: Context, *, pretrained: bool
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     net = _wrap(model, cfg, ctx)
     return _Trainer(cfg, ctx, model, net, optimizer, scheduler, scaler, ema)
+
+
+def _check_stages(model: nn.Module, cfg: TrainConfig) -> None:
+    """Refuse an auxiliary loss on a net without coarser stages to put it on."""
+    if cfg.aux_weight and not (isinstance(model, FCN) and len(model.heads) == 1 and model.skips):
+        raise ConfigError(
+            f"aux_weight (--aux-weight) {cfg.aux_weight:g} needs a one-head net with skips "
+            f"(fcn16s, fcn8s) to supervise its coarser stages; {cfg.model} has none: use 0"
+        )
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, ctx: Context) -> nn.Module:
@@ -556,6 +567,7 @@ def _step_loss(
     (all ranks and micro-batches; None: this micro-batch's), so the shares add
     up to the mean over the update. The summed loss (the reference's) adds up
     to the sum over the update. A net with several heads adds its heads' losses.
+    With ``aux_weight`` w, the coarser stages' losses are added, each times w.
     """
     images, labels, seeds = batch
     images = images.to(
@@ -564,9 +576,22 @@ def _step_loss(
     labels = labels.to(ctx.device, non_blocking=True)
     dtype = AUTOCAST[cfg.precision]
     with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-        logits = net(images, seeds=seeds)
-    return heads_loss(logits, labels, normalize=cfg.normalize_loss, class_weights=class_weights,
-                      denominators=denominators, label_smoothing=cfg.label_smoothing)  # fmt: skip
+        if cfg.aux_weight:
+            *coarse, logits = net(images, seeds=seeds, stages=True)
+        else:
+            coarse, logits = [], net(images, seeds=seeds)
+
+    def loss(scores) -> torch.Tensor:
+        return heads_loss(
+            scores,
+            labels,
+            normalize=cfg.normalize_loss,
+            class_weights=class_weights,
+            denominators=denominators,
+            label_smoothing=cfg.label_smoothing,
+        )
+
+    return sum((cfg.aux_weight * loss(scores) for scores in coarse), loss(logits))
 
 
 def _log_loss(t: _Trainer, run: RunFolder, bar: tqdm, losses: list[float], seconds: float) -> None:
