@@ -126,6 +126,11 @@ class FCN(nn.Module):
         return self.final_names[0]
 
     @property
+    def has_stages(self) -> bool:
+        """Whether ``forward(stages=True)`` applies: one head, and skips to give it stages."""
+        return len(self.heads) == 1 and bool(self.skips)
+
+    @property
     def in_channels(self) -> int:
         """Channels of the input: 3 (an image), 4 for RGB-D."""
         return self.features[0].in_channels
@@ -209,7 +214,7 @@ class FCN(nn.Module):
     def _stage_logits(
         self, fc7: torch.Tensor, taps: Mapping[str, torch.Tensor], size: Sequence[int]
     ) -> tuple[torch.Tensor, ...]:
-        if len(self.heads) != 1 or not self.skips:
+        if not self.has_stages:
             raise ValueError(
                 f"stage logits need one head and skips; this net has {len(self.heads)} "
                 f"head(s) and skips {self.skips}"

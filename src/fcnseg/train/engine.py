@@ -414,7 +414,7 @@ def _build(cfg: TrainConfig, num_classes: int, ctx: Context, *, pretrained: bool
 
 def _check_stages(model: nn.Module, cfg: TrainConfig) -> None:
     """Refuse an auxiliary loss on a net without coarser stages to put it on."""
-    if cfg.aux_weight and not (isinstance(model, FCN) and len(model.heads) == 1 and model.skips):
+    if cfg.aux_weight and not (isinstance(model, FCN) and model.has_stages):
         raise ConfigError(
             f"aux_weight (--aux-weight) {cfg.aux_weight:g} needs a one-head net with skips "
             f"(fcn16s, fcn8s) to supervise its coarser stages; {cfg.model} has none: use 0"
