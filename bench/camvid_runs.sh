@@ -5,7 +5,8 @@
 #                         # drive 0006R0, which it never trains on; FLAGs change the recipe
 #                         # (an ablation: its run is named after them)
 #   bash bench/camvid_runs.sh trainval [FLAG...]  # camvid-fcn8s-trainval: the held-out
-#                         # drive's choice, trained on train + val (the final CamVid model)
+#                         # drive's choice, trained on train + val (the final CamVid model);
+#                         # FLAGs name the run as for heldout
 #   bash bench/camvid_runs.sh tta RUN   # RUN's best.pt with --tta flip, then with flip and
 #                         # scales 0.75 1 1.25 (bench/results/camvid_RUN_tta-flip[-ms].json)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
@@ -46,11 +47,11 @@ timed() {  # name, then the train arguments
 main() {
 case "${1:-main}" in
   main) timed camvid-fcn8s --recipe camvid-fcn8s ;;
-  heldout)
+  heldout|trainval)
+    recipe=camvid-fcn8s-$1
     shift
     suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' ' '_')
-    timed "camvid-fcn8s-heldout${suffix:+_$suffix}" --recipe camvid-fcn8s-heldout "$@" ;;
-  trainval) shift; timed camvid-fcn8s-trainval --recipe camvid-fcn8s-trainval "$@" ;;
+    timed "$recipe${suffix:+_$suffix}" --recipe "$recipe" "$@" ;;
   tta)
     run=${2:?usage: $0 tta RUN (a folder under runs/)}
     tta() {  # name, then the views beside --tta flip
