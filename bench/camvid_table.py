@@ -79,6 +79,9 @@ def tables(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    text = tables(runs())
+    found = runs()
+    if not found:
+        raise SystemExit(f"no held-out results in {RESULTS}: run bench/camvid_runs.sh heldout")
+    text = tables(found)
     (RESULTS / "camvid_heldout_table.md").write_text(text)
     print(text)
