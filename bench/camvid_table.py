@@ -17,6 +17,8 @@ import re
 import statistics
 from pathlib import Path
 
+from fcnseg.report.collect import read_log
+
 RESULTS = Path(__file__).parent / "results"
 RECIPE = "camvid-fcn8s-heldout"
 
@@ -24,9 +26,7 @@ RECIPE = "camvid-fcn8s-heldout"
 def _run(path: Path) -> dict:
     result = json.loads(path.read_text())
     evals = [
-        (line["iteration"], line["eval"]["mean_iu"])
-        for line in map(json.loads, path.with_suffix(".metrics.jsonl").read_text().splitlines())
-        if "eval" in line
+        (e["iteration"], e["mean_iu"]) for e in read_log(path.with_suffix(".metrics.jsonl")).evals
     ]
     flags = result["command"].split(f"--recipe {RECIPE}", 1)[1].strip()
     return {
