@@ -50,7 +50,8 @@ case "${1:-main}" in
   heldout|trainval)
     recipe=camvid-fcn8s-$1
     shift
-    suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' ' '_')
+    # ':' (a split's drives) is not allowed in file names on every system
+    suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' :' '_-')
     timed "$recipe${suffix:+_$suffix}" --recipe "$recipe" "$@" ;;
   tta)
     run=${2:?usage: $0 tta RUN (a folder under runs/)}
