@@ -6,8 +6,8 @@ One row per run: the flags it added to `camvid-fcn8s-heldout`, the chosen checkp
 IU (torch fp32, from `camvid_<run>.json`), the iteration it came from, the mean of the
 last three validations (from `camvid_<run>.metrics.jsonl`) and the chosen checkpoint's mean
 over the ten classes other than Bicyclist (the last class; 0.07% of drive 0006R0's pixels).
-Runs on another drive name it in their flags (`--val-split train:0001TP`). Then the mean over seeds of every change run with more than one seed, and each run's
-per-class IU.
+Runs on another drive name it in their flags (`--val-split train:0001TP`). Then the mean
+over seeds of every change run with more than one seed, and each run's per-class IU.
 """
 
 from __future__ import annotations
