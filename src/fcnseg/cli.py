@@ -39,8 +39,10 @@ FIELD_HELP = {
     "val_split": "split to validate on",
     "val_dataset": "dataset to validate on; none: the training dataset",
     "val_root": "folder of the validation dataset; none: --data-root",
-    "normalization": "'imagenet' (ImageNet mean/std) or 'caffe' (the reference's BGR mean); "
-    "none: what the starting weights expect",
+    "normalization": "'imagenet' (ImageNet mean/std), 'imagenet-greyworld' (the same after "
+    "scaling each channel of an image to ImageNet's mean grey: takes out exposure and "
+    "colour cast) or 'caffe' (the reference's BGR mean); none: what the starting weights "
+    "expect",
     "crop": "random crop size; none: whole images at batch 1",
     "scale": "random scale range, two numbers",
     "flip": "random horizontal flips",

@@ -183,6 +183,30 @@ def test_reference_dataset_normalisations():
         normalize_image(np.zeros((2, 2, 5), np.uint8), "nyud")
 
 
+def test_grey_world_normalisation_takes_out_exposure_and_colour_cast():
+    rng = np.random.default_rng(2)
+    image = rng.integers(1, 64, (5, 7, 3), dtype=np.uint8) * 2  # even, below 128
+    rgb = image.astype(np.float64).transpose(2, 0, 1)
+    grey = 255 * (0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
+    balanced = rgb * grey / rgb.mean((1, 2), keepdims=True)
+    expected = normalize_image(np.zeros((5, 7, 3), np.uint8), "imagenet").numpy() + (
+        balanced / 255 / np.array([0.229, 0.224, 0.225])[:, None, None]
+    )
+    x = normalize_image(image, "imagenet-greyworld")
+    assert x.shape == (3, 5, 7) and x.dtype == torch.float32
+    np.testing.assert_allclose(x.numpy(), expected, rtol=0, atol=1e-4)
+    # The same scene twice as bright in red, half as bright in blue (exact on the uint8
+    # grid): the same net input.
+    cast = image // np.array([1, 1, 2], np.uint8) * np.array([2, 1, 1], np.uint8)
+    np.testing.assert_allclose(
+        normalize_image(cast, "imagenet-greyworld").numpy(), x.numpy(), rtol=0, atol=1e-4
+    )
+    black = normalize_image(np.zeros((2, 2, 3), np.uint8), "imagenet-greyworld")
+    assert torch.isfinite(black).all()  # a black channel is not divided by 0
+    with pytest.raises(DataError, match="'imagenet-greyworld' takes 3 image channels, got 4"):
+        normalize_image(np.zeros((2, 2, 4), np.uint16), "imagenet-greyworld")
+
+
 def random_rgb(h: int = 6, w: int = 7, seed: int = 0) -> torch.Tensor:
     """(3, h, w) float RGB in [0, 1], on the uint8 grid like a decoded photo."""
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, h, w))).float() / 255

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 import fcnseg
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.inference import Segmenter
-from tests.conftest import randomize_scores
+from fcnseg.train.checkpoint import save_checkpoint
+from tests.conftest import randomize_scores, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,18 @@ def test_nets_of_more_channels_are_refused_by_predict():
     with pytest.raises(fcnseg.UserError, match="reads 6 input channels"):
         seg.predict(np.zeros((8, 8, 3), np.uint8))
     assert seg.logits(torch.zeros(1, 6, 8, 8)).shape == (1, 40, 8, 8)
+
+
+def test_a_grey_world_checkpoint_labels_a_darker_bluer_photo_alike(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    ckpt = torch.load(path, weights_only=False)
+    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld"}, tmp_path / "gw.pt")
+    image = np.random.default_rng(0).integers(1, 64, (40, 52, 3), dtype=np.uint8) * 2
+    # Half the light in red and green: dusk, and a blue cast (exact on the uint8 grid).
+    dusk = image // np.array([2, 2, 1], np.uint8)
+    balanced = Segmenter.from_checkpoint(tmp_path / "gw.pt", precision="fp32", device="cpu")
+    assert balanced.normalization == "imagenet-greyworld"
+    np.testing.assert_array_equal(*balanced.predict([image, dusk]))
+    plain = Segmenter.from_checkpoint(path, precision="fp32", device="cpu")
+    day, night = plain.predict([image, dusk])
+    assert (day != night).any()  # without the balance the same net sees another photo

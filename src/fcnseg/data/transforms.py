@@ -34,6 +34,9 @@ def _feed(x: torch.Tensor, mode: str) -> torch.Tensor:
     """(3, H, W) on 0-255 -> as normalisation ``mode`` feeds one image (colour, or HHA
     alone for nyud-hha): :data:`~fcnseg.nets.weights.NORMALIZATION_SPECS`."""
     spec = NORMALIZATION_SPECS[mode]
+    if spec.grey_world is not None:
+        # A black channel (mean below 1) is scaled as if its mean were 1: no division by 0.
+        x = x * (spec.grey_world / x.mean((1, 2), keepdim=True).clamp(min=1.0))
     x = x.flip(0) if spec.bgr else x
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
     return (x / spec.divisor - mean) / std
@@ -55,6 +58,9 @@ def normalize_image(image: np.ndarray, mode: str = "imagenet") -> torch.Tensor:
     the depth in millimetres) or colour + HHA (C = 6); otherwise uint8.
 
     ``imagenet``: torchvision's weights, RGB in [0, 1] minus mean over std.
+    ``imagenet-greyworld``: as ``imagenet`` after scaling each channel so its mean over
+    the image is ImageNet's mean grey (117.0 on 0-255), which takes out the exposure
+    and colour cast (grey-world white balance); for nets trained with it.
     ``caffe``: the reference's weights, BGR on 0-255 minus the BGR mean.
     ``nyud``: the reference's NYUDv2 nets: colour as BGR minus NYUDv2's mean, HHA
     (as stored, not flipped) minus its own. ``nyud-hha``: its HHA-only net.

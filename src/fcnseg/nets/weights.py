@@ -20,6 +20,9 @@ from fcnseg.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# ImageNet's mean grey (BT.601 luma of IMAGENET_MEAN) on 0-255: the level ``grey_world``
+# sets every channel of an image to.
+IMAGENET_GREY = 255 * (0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
 # The reference Caffe nets' BGR pixel mean, on the 0-255 scale.
 CAFFE_BGR_MEAN = (104.00699, 116.66877, 122.67892)
 # The reference's NYUDv2 and SIFT Flow nets were fed their datasets' own means
@@ -33,7 +36,8 @@ SIFT_FLOW_BGR_MEAN = (114.578, 115.294, 108.353)
 
 @dataclass(frozen=True)
 class Normalization:
-    """How a net's weights expect a 3-channel image on 0-255: channels reversed to BGR
+    """How a net's weights expect a 3-channel image on 0-255: each channel first scaled
+    so its mean over the image is ``grey_world`` (when set), channels reversed to BGR
     if ``bgr``, divided by ``divisor``, then ``(x - mean) / std`` per channel."""
 
     pixels: str  # in words, for people and the server's /v1/model
@@ -41,6 +45,9 @@ class Normalization:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     bgr: bool = False
     divisor: float = 1.0
+    # Grey-world white balance and exposure: an image taken at dusk, or under a colour
+    # cast, reaches the net at the same channel means as one taken at noon.
+    grey_world: float | None = None
 
 
 NORMALIZATION_SPECS: dict[str, Normalization] = {
@@ -49,8 +56,16 @@ NORMALIZATION_SPECS: dict[str, Normalization] = {
     "nyud": Normalization("BGR in [0, 255]", NYUD_BGR_MEAN, bgr=True),
     "nyud-hha": Normalization("HHA in [0, 255]", NYUD_HHA_MEAN),
     "siftflow": Normalization("BGR in [0, 255]", SIFT_FLOW_BGR_MEAN, bgr=True),
+    "imagenet-greyworld": Normalization(
+        f"RGB in [0, 1], each channel first scaled to mean {IMAGENET_GREY:.1f} on 0-255",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        divisor=255.0,
+        grey_world=IMAGENET_GREY,
+    ),
 }
-"""Every normalisation by name: torchvision's (``imagenet``) and the reference nets'."""
+"""Every normalisation by name: torchvision's (``imagenet``), the reference nets', and
+``imagenet`` after a grey-world balance (``imagenet-greyworld``, for nets trained with it)."""
 NORMALIZATIONS = tuple(NORMALIZATION_SPECS)
 
 

@@ -1,0 +1,94 @@
+"""Is it the light? A checkpoint's mean IU on a CamVid drive, its photos fed three ways.
+
+A net trained on daylight drives fails on the dusk drive 0001TP (README, CamVid). This
+runs one checkpoint over a split's images (default ``train:0001TP``) fed
+
+* as shot;
+* brightened: one gain for the whole image, so that its mean grey (BT.601 luma) is
+  ImageNet's mean grey, 117.0 on 0-255 (rounded and clipped to uint8, like a photo
+  taken at a longer exposure);
+* grey-world balanced: each channel scaled to that mean, which the
+  ``imagenet-greyworld`` normalisation does (exposure and colour cast out).
+
+The first two go through the checkpoint's own normalisation; the third replaces it by
+``imagenet-greyworld``, so it suits checkpoints trained with ``imagenet``. Test time
+only: nothing is retrained. Prints pixel accuracy, mean IU and per-class IU for each,
+with the machine, and writes them to ``--out``.
+
+    python bench/camvid_exposure.py runs/RUN/best.pt \
+        --out bench/results/camvid_exposure_RUN.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from machine import describe
+from tqdm import tqdm
+
+from fcnseg.data.registry import build_dataset
+from fcnseg.data.transforms import grayscale
+from fcnseg.deploy.inference import Segmenter
+from fcnseg.nets.weights import IMAGENET_GREY
+from fcnseg.train.metrics import ConfusionMatrix
+
+DATA_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
+
+
+def brightened(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 times one gain that sets its mean luma to IMAGENET_GREY."""
+    rgb = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32))
+    gain = IMAGENET_GREY / grayscale(rgb).mean().clamp(min=1.0)
+    return (rgb * gain).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data-root", default=str(DATA_ROOT))
+    parser.add_argument("--split", default="train:0001TP")
+    parser.add_argument("--out", default="bench/results/camvid_exposure.json")
+    args = parser.parse_args()
+
+    dataset = build_dataset("camvid", args.data_root, args.split)
+    classes = dataset.info.classes
+    as_trained = Segmenter.from_checkpoint(args.checkpoint, backend="torch", precision="fp32")
+    balanced = Segmenter.from_checkpoint(args.checkpoint, backend="torch", precision="fp32")
+    balanced.normalization = "imagenet-greyworld"
+    views = {
+        "as shot": (as_trained, lambda a: a),
+        f"brightened to mean grey {IMAGENET_GREY:.1f}": (as_trained, brightened),
+        "grey-world balanced (imagenet-greyworld)": (balanced, lambda a: a),
+    }
+    matrices = {name: ConfusionMatrix(len(classes)) for name in views}
+    for i in tqdm(range(len(dataset)), desc=args.split):
+        image, label = dataset.load(i)
+        for name, (seg, view) in views.items():
+            pred = seg.predict([view(image)])[0]
+            matrices[name].update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label))
+
+    rows = []
+    for name, cm in matrices.items():
+        m = cm.compute()
+        rows.append({"view": name, "pixel_acc": m["pixel_acc"], "mean_iu": m["mean_iu"],
+                     "per_class_iu": [float(v) for v in m["per_class_iu"]]})  # fmt: skip
+    result = {"checkpoint": args.checkpoint, "split": args.split, "images": len(dataset),
+              "normalization": as_trained.normalization, "classes": list(classes),
+              "machine": describe(), "rows": rows}  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"{args.checkpoint}: camvid {args.split}, {len(dataset)} images, torch fp32")
+    print(f"{result['machine']}")
+    for r in rows:
+        per_class = " ".join(f"{100 * v:.1f}" for v in r["per_class_iu"])
+        print(f"{r['view']:>42}: pixel acc {100 * r['pixel_acc']:.1f}, "
+              f"mean IU {100 * r['mean_iu']:.1f} | {per_class}")  # fmt: skip
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
