@@ -12,8 +12,8 @@ runs one checkpoint over a split's images (default ``train:0001TP``) fed
 
 The first two go through the checkpoint's own normalisation; the third replaces it by
 ``imagenet-greyworld``, so it suits checkpoints trained with ``imagenet``. Test time
-only: nothing is retrained. Prints pixel accuracy, mean IU and per-class IU for each,
-with the machine, and writes them to ``--out``.
+only: nothing is retrained. Prints the images' mean R, G and B, then pixel accuracy,
+mean IU and per-class IU for each, with the machine, and writes them to ``--out``.
 
     python bench/camvid_exposure.py runs/RUN/best.pt \
         --out bench/results/camvid_exposure_RUN.json
@@ -65,8 +65,10 @@ def main() -> None:
         "grey-world balanced (imagenet-greyworld)": (balanced, lambda a: a),
     }
     matrices = {name: ConfusionMatrix(len(classes)) for name in views}
+    channel_sums = np.zeros(3)
     for i in tqdm(range(len(dataset)), desc=args.split):
         image, label = dataset.load(i)
+        channel_sums += image.reshape(-1, 3).mean(0)
         for name, (seg, view) in views.items():
             pred = seg.predict([view(image)])[0]
             matrices[name].update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label))
@@ -77,11 +79,15 @@ def main() -> None:
         rows.append({"view": name, "pixel_acc": m["pixel_acc"], "mean_iu": m["mean_iu"],
                      "per_class_iu": [float(v) for v in m["per_class_iu"]]})  # fmt: skip
     result = {"checkpoint": args.checkpoint, "split": args.split, "images": len(dataset),
-              "normalization": as_trained.normalization, "classes": list(classes),
+              "normalization": as_trained.normalization,
+              "mean_rgb": (channel_sums / len(dataset)).round(1).tolist(), "classes": list(classes),
               "machine": describe(), "rows": rows}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"{args.checkpoint}: camvid {args.split}, {len(dataset)} images, torch fp32")
+    print(
+        f"{args.checkpoint}: camvid {args.split}, {len(dataset)} images (mean R, G, B "
+        f"{result['mean_rgb']} on 0-255), torch fp32"
+    )
     print(f"{result['machine']}")
     for r in rows:
         per_class = " ".join(f"{100 * v:.1f}" for v in r["per_class_iu"])
