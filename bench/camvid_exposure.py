@@ -33,6 +33,7 @@ from tqdm import tqdm
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import grayscale
 from fcnseg.deploy.inference import Segmenter
+from fcnseg.errors import UserError
 from fcnseg.nets.weights import IMAGENET_GREY
 from fcnseg.train.metrics import ConfusionMatrix
 
@@ -97,4 +98,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as error:  # a wrong checkpoint or data folder: one line, no traceback
+        raise SystemExit(f"camvid_exposure.py: {error}") from None
