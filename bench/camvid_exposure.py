@@ -22,6 +22,7 @@ mean IU and per-class IU for each, with the machine, and writes them to ``--out`
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def main() -> None:
     dataset = build_dataset("camvid", args.data_root, args.split)
     classes = dataset.info.classes
     as_trained = Segmenter.from_checkpoint(args.checkpoint, backend="torch", precision="fp32")
-    balanced = Segmenter.from_checkpoint(args.checkpoint, backend="torch", precision="fp32")
+    balanced = copy.copy(as_trained)  # the same loaded net, fed another normalisation
     balanced.normalization = "imagenet-greyworld"
     views = {
         "as shot": (as_trained, lambda a: a),
