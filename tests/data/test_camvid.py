@@ -83,16 +83,21 @@ def test_the_heldout_recipe_never_trains_on_its_validation_drive():
 
 def test_the_trainval_recipe_is_the_heldout_choice_on_every_frame():
     """camvid-fcn8s-trainval is camvid-fcn8s-heldout with the settings the held-out drive
-    chose (9,600 iterations, ENet's class weights, label smoothing 0.1) and nothing else
-    changed but the data: so the held-out number estimates it. Its one evaluation is at the
-    end, on frames it trained on."""
+    chose (9,600 iterations, ENet's class weights, label smoothing 0.1, grey-world balance)
+    and nothing else changed but the data: so the held-out number estimates it. Its one
+    evaluation is at the end, on frames it trained on."""
     from fcnseg.train.recipes import get_recipe
 
     heldout, trainval = get_recipe("camvid-fcn8s-heldout"), get_recipe("camvid-fcn8s-trainval")
     same_data = trainval.replace(
         train_split=heldout.train_split, val_split=heldout.val_split, eval_every=400
     )
-    chosen = heldout.replace(iterations=9600, class_weighting="enet", label_smoothing=0.1)
+    chosen = heldout.replace(
+        iterations=9600,
+        class_weighting="enet",
+        label_smoothing=0.1,
+        normalization="imagenet-greyworld",
+    )
     assert same_data == chosen
     assert trainval.eval_every == trainval.iterations
 
