@@ -1,4 +1,4 @@
-"""Is it the light? A checkpoint's mean IU on a CamVid drive, its photos fed three ways.
+"""Is it the light? A checkpoint's mean IU on a CamVid drive, its photos fed four ways.
 
 A net trained on daylight drives fails on the dusk drive 0001TP (README, CamVid). This
 runs one checkpoint over a split's images (default ``train:0001TP``) fed
@@ -8,10 +8,12 @@ runs one checkpoint over a split's images (default ``train:0001TP``) fed
   ImageNet's mean grey, 117.0 on 0-255 (rounded and clipped to uint8, like a photo
   taken at a longer exposure);
 * grey-world balanced: each channel scaled to that mean, which the
-  ``imagenet-greyworld`` normalisation does (exposure and colour cast out).
+  ``imagenet-greyworld`` normalisation does (exposure and colour cast out);
+* grey-world balanced and clipped: the same gains, rounded and clipped to uint8 as the
+  brightened view is (a bright sky saturates instead of going above 255).
 
-The first two go through the checkpoint's own normalisation; the third replaces it by
-``imagenet-greyworld``, so it suits checkpoints trained with ``imagenet``. Test time
+The first, second and fourth go through the checkpoint's own normalisation; the third
+replaces it by ``imagenet-greyworld``, so it suits checkpoints trained with ``imagenet``. Test time
 only: nothing is retrained. Prints the images' mean R, G and B, then pixel accuracy,
 mean IU and per-class IU for each, with the machine, and writes them to ``--out``.
 
@@ -41,10 +43,12 @@ from fcnseg.train.metrics import ConfusionMatrix
 DATA_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
 
 
-def brightened(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 times one gain that sets its mean luma to IMAGENET_GREY."""
+def _to_grey(image: np.ndarray, per_channel: bool) -> np.ndarray:
+    """(H, W, 3) uint8 scaled so that its mean luma (or each channel's mean, per_channel)
+    is IMAGENET_GREY, rounded and clipped to uint8 like a photo taken in other light."""
     rgb = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32))
-    gain = IMAGENET_GREY / grayscale(rgb).mean().clamp(min=1.0)
+    mean = rgb.mean((1, 2), keepdim=True) if per_channel else grayscale(rgb).mean()
+    gain = IMAGENET_GREY / mean.clamp(min=1.0)
     return (rgb * gain).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
 
 
@@ -63,8 +67,15 @@ def main() -> None:
     balanced.normalization = "imagenet-greyworld"
     views = {
         "as shot": (as_trained, lambda a: a),
-        f"brightened to mean grey {IMAGENET_GREY:.1f}": (as_trained, brightened),
+        f"brightened to mean grey {IMAGENET_GREY:.1f}": (
+            as_trained,
+            lambda a: _to_grey(a, per_channel=False),
+        ),
         "grey-world balanced (imagenet-greyworld)": (balanced, lambda a: a),
+        "grey-world balanced, clipped to uint8": (
+            as_trained,
+            lambda a: _to_grey(a, per_channel=True),
+        ),
     }
     matrices = {name: ConfusionMatrix(len(classes)) for name in views}
     channel_sums = np.zeros(3)
