@@ -13,8 +13,8 @@ runs one checkpoint over a split's images (default ``train:0001TP``) fed
   brightened view is (a bright sky saturates instead of going above 255).
 
 The first, second and fourth go through the checkpoint's own normalisation; the third
-replaces it by ``imagenet-greyworld``, so it suits checkpoints trained with ``imagenet``. Test time
-only: nothing is retrained. Prints the images' mean R, G and B, then pixel accuracy,
+replaces it by ``imagenet-greyworld``, so it suits checkpoints trained with ``imagenet``.
+Test time only: nothing is retrained. Prints the images' mean R, G and B, then pixel accuracy,
 mean IU and per-class IU for each, with the machine, and writes them to ``--out``.
 
     python bench/camvid_exposure.py runs/RUN/best.pt \
@@ -34,7 +34,7 @@ from machine import describe
 from tqdm import tqdm
 
 from fcnseg.data.registry import build_dataset
-from fcnseg.data.transforms import grayscale
+from fcnseg.data.transforms import grayscale, grey_world
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.errors import UserError
 from fcnseg.nets.weights import IMAGENET_GREY
@@ -47,9 +47,11 @@ def _to_grey(image: np.ndarray, per_channel: bool) -> np.ndarray:
     """(H, W, 3) uint8 scaled so that its mean luma (or each channel's mean, per_channel)
     is IMAGENET_GREY, rounded and clipped to uint8 like a photo taken in other light."""
     rgb = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32))
-    mean = rgb.mean((1, 2), keepdim=True) if per_channel else grayscale(rgb).mean()
-    gain = IMAGENET_GREY / mean.clamp(min=1.0)
-    return (rgb * gain).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+    if per_channel:
+        scaled = grey_world(rgb, IMAGENET_GREY)
+    else:
+        scaled = rgb * (IMAGENET_GREY / grayscale(rgb).mean().clamp(min=1.0))
+    return scaled.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def main() -> None:

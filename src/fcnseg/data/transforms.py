@@ -30,13 +30,19 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 """A normalised image (C, H, W) and its label, (H, W) or (K, H, W) int64."""
 
 
+def grey_world(x: torch.Tensor, grey: float) -> torch.Tensor:
+    """(3, H, W) on 0-255 with each channel scaled so that its mean over the image is
+    ``grey``: a grey-world white balance, which takes out exposure and colour cast."""
+    # A black channel (mean below 1) is scaled as if its mean were 1: no division by 0.
+    return x * (grey / x.mean((1, 2), keepdim=True).clamp(min=1.0))
+
+
 def _feed(x: torch.Tensor, mode: str) -> torch.Tensor:
     """(3, H, W) on 0-255 -> as normalisation ``mode`` feeds one image (colour, or HHA
     alone for nyud-hha): :data:`~fcnseg.nets.weights.NORMALIZATION_SPECS`."""
     spec = NORMALIZATION_SPECS[mode]
     if spec.grey_world is not None:
-        # A black channel (mean below 1) is scaled as if its mean were 1: no division by 0.
-        x = x * (spec.grey_world / x.mean((1, 2), keepdim=True).clamp(min=1.0))
+        x = grey_world(x, spec.grey_world)
     x = x.flip(0) if spec.bgr else x
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
     return (x / spec.divisor - mean) / std
