@@ -207,6 +207,28 @@ def test_grey_world_normalisation_takes_out_exposure_and_colour_cast():
         normalize_image(np.zeros((2, 2, 4), np.uint16), "imagenet-greyworld")
 
 
+def test_clipped_grey_world_saturates_like_a_photo():
+    # A dusk frame: dark, with a bright sky that the balance pushes past 255.
+    image = np.full((4, 5, 3), 20, np.uint8)
+    image[0] = (200, 180, 160)
+    rgb = image.astype(np.float64).transpose(2, 0, 1)
+    grey = 255 * (0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406)
+    balanced = rgb * grey / rgb.mean((1, 2), keepdims=True)
+    assert balanced.max() > 255  # the case the clip is for
+    zero = normalize_image(np.zeros((4, 5, 3), np.uint8), "imagenet").numpy()
+    std = np.array([0.229, 0.224, 0.225])[:, None, None]
+    x = normalize_image(image, "imagenet-greyworld-clip").numpy()
+    np.testing.assert_allclose(x, zero + balanced.clip(0, 255) / 255 / std, rtol=0, atol=1e-4)
+    unclipped = normalize_image(image, "imagenet-greyworld").numpy()
+    np.testing.assert_allclose(unclipped, zero + balanced / 255 / std, rtol=0, atol=1e-4)
+    # Where nothing saturates, the two modes agree.
+    mid = image[1:]
+    np.testing.assert_array_equal(
+        normalize_image(mid, "imagenet-greyworld-clip").numpy(),
+        normalize_image(mid, "imagenet-greyworld").numpy(),
+    )
+
+
 def random_rgb(h: int = 6, w: int = 7, seed: int = 0) -> torch.Tensor:
     """(3, h, w) float RGB in [0, 1], on the uint8 grid like a decoded photo."""
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, h, w))).float() / 255

@@ -43,6 +43,8 @@ def _feed(x: torch.Tensor, mode: str) -> torch.Tensor:
     spec = NORMALIZATION_SPECS[mode]
     if spec.grey_world is not None:
         x = grey_world(x, spec.grey_world)
+    if spec.clip:
+        x = x.clamp(0.0, 255.0)
     x = x.flip(0) if spec.bgr else x
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
     return (x / spec.divisor - mean) / std
@@ -67,6 +69,8 @@ def normalize_image(image: np.ndarray, mode: str = "imagenet") -> torch.Tensor:
     ``imagenet-greyworld``: as ``imagenet`` after scaling each channel so its mean over
     the image is ImageNet's mean grey (117.0 on 0-255), which takes out the exposure
     and colour cast (grey-world white balance); for nets trained with it.
+    ``imagenet-greyworld-clip``: the same with the balanced image clipped to 0-255, as
+    a camera would have saturated it.
     ``caffe``: the reference's weights, BGR on 0-255 minus the BGR mean.
     ``nyud``: the reference's NYUDv2 nets: colour as BGR minus NYUDv2's mean, HHA
     (as stored, not flipped) minus its own. ``nyud-hha``: its HHA-only net.

@@ -37,8 +37,9 @@ SIFT_FLOW_BGR_MEAN = (114.578, 115.294, 108.353)
 @dataclass(frozen=True)
 class Normalization:
     """How a net's weights expect a 3-channel image on 0-255: each channel first scaled
-    so its mean over the image is ``grey_world`` (when set), channels reversed to BGR
-    if ``bgr``, divided by ``divisor``, then ``(x - mean) / std`` per channel."""
+    so its mean over the image is ``grey_world`` (when set) and clipped to 0-255 if
+    ``clip``, channels reversed to BGR if ``bgr``, divided by ``divisor``, then
+    ``(x - mean) / std`` per channel."""
 
     pixels: str  # in words, for people and the server's /v1/model
     mean: tuple[float, float, float]
@@ -48,6 +49,9 @@ class Normalization:
     # Grey-world white balance and exposure: an image taken at dusk, or under a colour
     # cast, reaches the net at the same channel means as one taken at noon.
     grey_world: float | None = None
+    # Clip the balanced image to 0-255, as a camera would have saturated it: a dusk sky
+    # scaled up keeps the flat white of a noon sky rather than values no photo holds.
+    clip: bool = False
 
 
 NORMALIZATION_SPECS: dict[str, Normalization] = {
@@ -63,9 +67,19 @@ NORMALIZATION_SPECS: dict[str, Normalization] = {
         divisor=255.0,
         grey_world=IMAGENET_GREY,
     ),
+    "imagenet-greyworld-clip": Normalization(
+        f"RGB in [0, 1], each channel first scaled to mean {IMAGENET_GREY:.1f} on 0-255 "
+        "and clipped to 0-255",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        divisor=255.0,
+        grey_world=IMAGENET_GREY,
+        clip=True,
+    ),
 }
 """Every normalisation by name: torchvision's (``imagenet``), the reference nets', and
-``imagenet`` after a grey-world balance (``imagenet-greyworld``, for nets trained with it)."""
+``imagenet`` after a grey-world balance (``imagenet-greyworld``; clipped to 0-255 as a
+photo is, ``imagenet-greyworld-clip``; for nets trained with them)."""
 NORMALIZATIONS = tuple(NORMALIZATION_SPECS)
 
 
