@@ -41,9 +41,9 @@ FIELD_HELP = {
     "val_root": "folder of the validation dataset; none: --data-root",
     "normalization": "'imagenet' (ImageNet mean/std), 'imagenet-greyworld' (the same after "
     "scaling each channel of an image to ImageNet's mean grey: takes out exposure and "
-    "colour cast), 'imagenet-greyworld-clip' (the same, clipped to 0-255 as a photo is) or "
-    "'caffe' (the reference's BGR mean); none: what the starting weights "
-    "expect",
+    "colour cast), 'imagenet-greyworld-clip' (the same, clipped to 0-255 as a photo is), "
+    "'caffe' (the reference's BGR mean), or the reference NYUDv2 and SIFT Flow nets' "
+    "'nyud', 'nyud-hha', 'siftflow'; none: what the starting weights expect",
     "crop": "random crop size; none: whole images at batch 1",
     "scale": "random scale range, two numbers",
     "flip": "random horizontal flips",

@@ -222,7 +222,7 @@ def test_clipped_grey_world_saturates_like_a_photo():
     unclipped = normalize_image(image, "imagenet-greyworld").numpy()
     np.testing.assert_allclose(unclipped, zero + balanced / 255 / std, rtol=0, atol=1e-4)
     # Where nothing saturates, the two modes agree.
-    mid = image[1:]
+    mid = np.random.default_rng(3).integers(80, 151, (4, 5, 3), dtype=np.uint8)
     np.testing.assert_array_equal(
         normalize_image(mid, "imagenet-greyworld-clip").numpy(),
         normalize_image(mid, "imagenet-greyworld").numpy(),
