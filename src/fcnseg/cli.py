@@ -19,6 +19,7 @@ from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
 from fcnseg.deploy.backend import BACKEND_ENV, BACKENDS, default_backend
 from fcnseg.errors import ConfigError, UserError
+from fcnseg.nets.weights import NORMALIZATIONS
 from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, num_heads, option_name
 from fcnseg.train.device import PRECISIONS
 from fcnseg.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
@@ -252,7 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_eval_json(Path(args.json))
     seg = _segmenter(args, batch_size=args.batch_size)
     ckpt = seg.checkpoint
-    cfg, dataset = _checked_dataset(ckpt, args, eval_transform(ckpt["normalization"]))
+    cfg, dataset = _checked_dataset(ckpt, args, eval_transform(seg.normalization))
     names = class_names(tuple(ckpt["dataset"]["classes"]), dataset.info.classes)
     if seg.num_heads > 1:
         return _eval_heads(args, cfg, dataset)
@@ -260,7 +261,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate(seg.as_module(), dataset, len(names), seg.device,
                        batch_size=args.batch_size)  # fmt: skip
     print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {time.time() - tic:.1f} s "
-          f"on {seg.backend}")  # fmt: skip
+          f"on {seg.backend}, {seg.normalization} input")  # fmt: skip
     print(format_table(metrics, names))
     if "warning" in metrics:
         print(f"warning: {metrics['warning']}")
@@ -268,6 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
                   "split": cfg.val_split, "classes": list(names), **_tta(args),
                   "backend": seg.backend.backend, "precision": seg.precision,
+                  "normalization": seg.normalization,
                   **json_safe(metrics)}  # fmt: skip
         write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
@@ -285,6 +287,7 @@ def _segmenter(args: argparse.Namespace, **kwargs):
         precision=args.precision,
         device=None if args.device == "auto" else args.device,
         channels_last=args.channels_last,
+        normalization=args.normalization,
         **_tta(args),
         **kwargs,
     )
@@ -556,6 +559,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    f"header (default: ${MAX_PIXELS_ENV} if set, else {MAX_PIXELS:,}: the "
                    f"largest image the published FCN-8s, at about {BYTES_PER_PIXEL} B per "
                    "pixel in fp32, segments in this machine's memory)")  # fmt: skip
+    p.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="feed the pixels this way instead of the checkpoint's own: one on its "
+                   "scale, differing in the grey-world balance or its clip (e.g. "
+                   "imagenet-greyworld-clip for a net trained with imagenet-greyworld: a "
+                   "dusk sky balanced past 255 is clipped as a daylight photo's is)")  # fmt: skip
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="test-time augmentation: flip averages each image's prediction "
                    "with that of its left-right mirror")  # fmt: skip

@@ -125,3 +125,26 @@ def test_a_grey_world_checkpoint_labels_a_darker_bluer_photo_alike(tmp_path):
     plain = Segmenter.from_checkpoint(path, precision="fp32", device="cpu")
     day, night = plain.predict([image, dusk])
     assert (day != night).any()  # without the balance the same net sees another photo
+
+
+def test_normalization_given_feeds_as_a_checkpoint_saved_with_it(tmp_path):
+    """``normalization=`` labels as the checkpoint saved with that normalisation does, and
+    refuses one whose pixels are on another scale than the net's."""
+    path = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    ckpt = torch.load(path, weights_only=False)
+    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld"}, tmp_path / "gw.pt")
+    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld-clip"}, tmp_path / "clip.pt")
+    # A dark frame with a bright patch: the balance scales it past 255, the clip then bites.
+    image = np.random.default_rng(0).integers(0, 40, (40, 52, 3), dtype=np.uint8)
+    image[:12] = 250
+    fed = Segmenter.from_checkpoint(tmp_path / "gw.pt", precision="fp32", device="cpu",
+                                    normalization="imagenet-greyworld-clip")  # fmt: skip
+    saved = Segmenter.from_checkpoint(tmp_path / "clip.pt", precision="fp32", device="cpu")
+    unclipped = Segmenter.from_checkpoint(tmp_path / "gw.pt", precision="fp32", device="cpu")
+    assert fed.normalization == saved.normalization == "imagenet-greyworld-clip"
+    assert unclipped.normalization == "imagenet-greyworld"
+    (labels,) = fed.predict([image])
+    np.testing.assert_array_equal(labels, saved.predict([image])[0])
+    assert (labels != unclipped.predict([image])[0]).any()  # the clip changed labels
+    with pytest.raises(fcnseg.UserError, match="trained with imagenet-greyworld, whose pixels"):
+        Segmenter.from_checkpoint(tmp_path / "gw.pt", device="cpu", normalization="caffe")

@@ -29,6 +29,7 @@ from fcnseg.deploy.tta import with_tta
 from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
 from fcnseg.nets.fcn import Head
+from fcnseg.nets.weights import NORMALIZATIONS, same_scale
 from fcnseg.train.checkpoint import model_from_checkpoint
 from fcnseg.train.device import (
     PRECISION_NAMES,
@@ -130,6 +131,7 @@ class Segmenter:
         precision: str = "auto",
         device: str | torch.device | None = None,
         onnx_path: str | os.PathLike | None = None,
+        normalization: str | None = None,
         **kwargs,
     ) -> Segmenter:
         """A Segmenter for a checkpoint written by ``fcnseg train``, or for an ONNX file
@@ -142,6 +144,11 @@ class Segmenter:
         whenever it is missing, unreadable or was made from another checkpoint
         (:func:`fcnseg.deploy.export.onnx_for_checkpoint`). ``seg.backend`` says what
         was chosen and why; ``seg.checkpoint`` is the checkpoint's description.
+
+        ``normalization`` feeds the pixels another way than the checkpoint's own, one on the
+        same scale (:func:`~fcnseg.nets.weights.same_scale`): e.g. ``imagenet-greyworld-clip``
+        for a net trained with ``imagenet-greyworld``, which changes only the pixels the
+        balance pushes past 255 (a dusk frame's sky). None: the checkpoint's.
         """
         model, ckpt = load_model_file(path)
         # An ONNX file runs on an engine, in its own precision: int8 (fcnseg quantize) or float.
@@ -174,7 +181,7 @@ class Segmenter:
                 onnx_path = onnx_path or export.default_onnx_path(path)
                 model = export.onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
         # An engine's model must run in the precision chosen (a cached file is checked here).
-        normalization = ckpt.get("normalization", "imagenet")
+        normalization = _fed(ckpt.get("normalization", "imagenet"), normalization)
         seg = cls(model, precision=choice.precision, device=device, normalization=normalization,
                   **kwargs)  # fmt: skip
         # torch resolves "auto" itself: say what it resolved to.
@@ -238,6 +245,22 @@ def load_model_file(path: str | os.PathLike) -> tuple[torch.nn.Module | None, di
     if Path(path).suffix.lower() == ".onnx":
         return None, export.checkpoint_info(path)
     return model_from_checkpoint(path)
+
+
+def _fed(trained: str, asked: str | None) -> str:
+    """The normalisation to feed a net trained with ``trained``: ``asked`` if on its scale."""
+    if asked is None or asked == trained:
+        return trained
+    if asked not in NORMALIZATIONS:
+        raise ConfigError(f"--normalization {asked}: not one of {', '.join(NORMALIZATIONS)}")
+    if not same_scale(trained, asked):
+        scaled = [n for n in NORMALIZATIONS if same_scale(trained, n) and n != trained]
+        raise ConfigError(
+            f"--normalization {asked}: the net was trained with {trained}, whose pixels are on "
+            "another scale; "
+            + (f"on its scale: {', '.join(scaled)}" if scaled else "it takes no other")
+        )
+    return asked
 
 
 def _engine(choice: BackendChoice):

@@ -7,6 +7,7 @@ of a run follows from the weights it starts from.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from collections.abc import Mapping
@@ -81,6 +82,16 @@ NORMALIZATION_SPECS: dict[str, Normalization] = {
 ``imagenet`` after a grey-world balance (``imagenet-greyworld``; clipped to 0-255 as a
 photo is, ``imagenet-greyworld-clip``; for nets trained with them)."""
 NORMALIZATIONS = tuple(NORMALIZATION_SPECS)
+
+
+def same_scale(a: str, b: str) -> bool:
+    """Whether normalisations ``a`` and ``b`` put pixels on the same scale (mean, std,
+    channel order, divisor) and differ at most in the grey-world balance and its clip:
+    a net trained with one can be fed the other (``imagenet-greyworld`` and
+    ``imagenet-greyworld-clip``, say), where ``imagenet`` and ``caffe`` would be noise."""
+    unbalanced = [dataclasses.replace(NORMALIZATION_SPECS[n], pixels="", grey_world=None,
+                                      clip=False) for n in (a, b)]  # fmt: skip
+    return unbalanced[0] == unbalanced[1]
 
 
 @dataclass(frozen=True)
