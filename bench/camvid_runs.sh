@@ -9,6 +9,9 @@
 #                         # FLAGs name the run as for heldout
 #   bash bench/camvid_runs.sh tta RUN   # RUN's best.pt with --tta flip, then with flip and
 #                         # scales 0.75 1 1.25 (bench/results/camvid_RUN_tta-flip[-ms].json)
+#   bash bench/camvid_runs.sh clip RUN  # RUN's best.pt and last.pt fed clipped to 0-255 after
+#                         # the balance it trained with (--normalization imagenet-greyworld-clip;
+#                         # bench/results/camvid_RUN_clip-{best,last}.json)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -62,6 +65,12 @@ case "${1:-main}" in
     }
     tta flip
     tta flip-ms --tta-scales 0.75 1 1.25 ;;
+  clip)
+    run=${2:?usage: $0 clip RUN (a folder under runs/, trained with imagenet-greyworld)}
+    for weights in best last; do
+      "$fcnseg" eval "$runs/$run/$weights.pt" --backend torch --precision fp32 \
+        --normalization imagenet-greyworld-clip --json "bench/results/camvid_${run}_clip-$weights.json"
+    done ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")
@@ -70,7 +79,7 @@ case "${1:-main}" in
       timed "geometry-efficient-seed$seed" "${short[@]}" --pad 1 --seed "$seed"
       timed "geometry-faithful-seed$seed" "${short[@]}" --pad 100 --seed "$seed"
     done ;;
-  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | tta RUN | geometry [iterations] [seed...]" >&2; exit 2 ;;
+  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | tta RUN | clip RUN | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac
 }
 
