@@ -482,7 +482,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_connections=args.max_connections)  # fmt: skip
     backend = args.backend or default_backend()
     options = ServeOptions(args.checkpoint, backend, args.precision, args.device, limits,
-                           args.threads)  # fmt: skip
+                           args.threads, args.normalization)  # fmt: skip
     serve(options, host=args.host, port=args.port, workers=args.workers)
     return 0
 
@@ -559,17 +559,22 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    f"header (default: ${MAX_PIXELS_ENV} if set, else {MAX_PIXELS:,}: the "
                    f"largest image the published FCN-8s, at about {BYTES_PER_PIXEL} B per "
                    "pixel in fp32, segments in this machine's memory)")  # fmt: skip
-    p.add_argument("--normalization", choices=NORMALIZATIONS,
-                   help="feed the pixels this way instead of the checkpoint's own: one on its "
-                   "scale, differing in the grey-world balance or its clip (e.g. "
-                   "imagenet-greyworld-clip for a net trained with imagenet-greyworld: a "
-                   "dusk sky balanced past 255 is clipped as a daylight photo's is)")  # fmt: skip
+    _add_normalization(p)
     p.add_argument("--tta", choices=("none", "flip"), default="none",
                    help="test-time augmentation: flip averages each image's prediction "
                    "with that of its left-right mirror")  # fmt: skip
     p.add_argument("--tta-scales", type=positive_float, nargs="+", default=[1.0],
                    metavar="S", help="also segment the image resized by these factors "
                    "(e.g. 0.75 1 1.25) and average the probabilities at its own size")  # fmt: skip
+
+
+def _add_normalization(p: argparse.ArgumentParser) -> None:
+    """How to feed the checkpoint's pixels: shared by eval, predict and serve."""
+    p.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="feed the pixels this way instead of the checkpoint's own: one on its "
+                   "scale, differing in the grey-world balance or its clip (e.g. "
+                   "imagenet-greyworld-clip for a net trained with imagenet-greyworld: a "
+                   "dusk sky balanced past 255 is clipped as a daylight photo's is)")  # fmt: skip
 
 
 def _tta(args: argparse.Namespace) -> dict:
@@ -700,6 +705,7 @@ def _add_serve(sub) -> None:
                    help="torch threads per process (default: all cores)")  # fmt: skip
     _add_engine_options(p)
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', 'cuda:1', 'mps'")
+    _add_normalization(p)
     group = p.add_argument_group("limits (shown by GET /v1/model)")
     group.add_argument("--max-body-mb", type=positive_float,
                        default=limits.max_body_bytes / 2**20,

@@ -2,6 +2,7 @@
 predict`` writes; every kind of bad input gets its 4xx and a one-line JSON error."""
 
 import base64
+import dataclasses
 import io
 import random
 import re
@@ -11,10 +12,12 @@ import zlib
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from fcnseg.cli import main
-from fcnseg.serve.app import load_segmenter
+from fcnseg.serve.app import create_app, load_segmenter
+from fcnseg.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.data.test_images import write_blank_png
 from tests.serve.conftest import MODES, label_of, options, png_bytes, serving
 
@@ -288,3 +291,22 @@ def test_the_page_is_served_without_external_assets(client):
     html = response.text
     assert "v1/segment" in html and 'type="range"' in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing from another host
+
+
+def test_normalization_option_serves_as_the_checkpoint_saved_with_it(checkpoint, tmp_path):
+    """``fcnseg serve --normalization``: the labels of the checkpoint saved with that mode,
+    and ``/v1/model`` says which."""
+    ckpt = load_checkpoint(checkpoint)
+    for name, mode in [("gw.pt", "imagenet-greyworld"), ("clip.pt", "imagenet-greyworld-clip")]:
+        save_checkpoint({**ckpt, "normalization": mode}, tmp_path / name)
+    # A dark frame with a bright patch: the balance scales it past 255, the clip then bites.
+    image = np.random.default_rng(0).integers(0, 40, (40, 52, 3), dtype=np.uint8)
+    image[:12] = 250
+    fed = dataclasses.replace(options(tmp_path / "gw.pt"), normalization="imagenet-greyworld-clip")
+    with TestClient(create_app(fed)) as client:
+        assert client.get("/v1/model").json()["normalization"]["name"] == fed.normalization
+        labels = label_of(client.post("/v1/segment", content=png_bytes(image)).content)
+    for name, same in [("clip.pt", True), ("gw.pt", False)]:
+        with serving(tmp_path / name) as client:
+            other = label_of(client.post("/v1/segment", content=png_bytes(image)).content)
+        assert np.array_equal(labels, other) == same

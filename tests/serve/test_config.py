@@ -37,5 +37,6 @@ def test_whole_floats_become_ints_and_zero_wait_is_allowed():
 
 
 def test_options_round_trip_through_json():
-    options = ServeOptions("runs/x/best.pt", "onnxruntime", "fp32", "cpu", Limits(max_batch=3))
+    options = ServeOptions("runs/x/best.pt", "onnxruntime", "fp32", "cpu", Limits(max_batch=3),
+                           normalization="imagenet-greyworld-clip")  # fmt: skip
     assert ServeOptions.from_json(options.to_json()) == options

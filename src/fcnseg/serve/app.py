@@ -74,6 +74,7 @@ def load_segmenter(options: ServeOptions) -> Segmenter:
         precision=options.precision,
         device=None if options.device == "auto" else options.device,
         batch_size=options.limits.max_batch,
+        normalization=options.normalization,
     )
 
 

@@ -69,8 +69,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """The model a server loads and how: the same choices as ``fcnseg predict``, and
-    torch's threads per process (None: torch's default)."""
+    """The model a server loads and how: the same choices as ``fcnseg predict``, torch's
+    threads per process (None: torch's default) and how its pixels are fed (None: the
+    checkpoint's normalisation)."""
 
     checkpoint: str
     backend: str = "auto"
@@ -78,6 +79,7 @@ class ServeOptions:
     device: str = "auto"
     limits: Limits = field(default_factory=Limits)
     threads: int | None = None
+    normalization: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
