@@ -11,7 +11,8 @@
 #                         # scales 0.75 1 1.25 (bench/results/camvid_RUN_tta-flip[-ms].json)
 #   bash bench/camvid_runs.sh clip RUN  # RUN's best.pt and last.pt fed clipped to 0-255 after
 #                         # the balance it trained with (--normalization imagenet-greyworld-clip;
-#                         # bench/results/camvid_RUN_clip-{best,last}.json)
+#                         # bench/results/camvid_RUN_clip-{best,last}.json), and last.pt as
+#                         # trained (camvid_RUN_last.json)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -70,7 +71,10 @@ case "${1:-main}" in
     for weights in best last; do
       "$fcnseg" eval "$runs/$run/$weights.pt" --backend torch --precision fp32 \
         --normalization imagenet-greyworld-clip --json "bench/results/camvid_${run}_clip-$weights.json"
-    done ;;
+    done
+    # the last weights as trained, beside them (the run's own file has the best's)
+    "$fcnseg" eval "$runs/$run/last.pt" --backend torch --precision fp32 \
+      --json "bench/results/camvid_${run}_last.json" ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")
