@@ -151,6 +151,8 @@ class Segmenter:
         balance pushes past 255 (a dusk frame's sky). None: the checkpoint's.
         """
         model, ckpt = load_model_file(path)
+        # Checked before an ONNX export or an engine's start, which take seconds.
+        normalization = _fed(ckpt.get("normalization", "imagenet"), normalization)
         # An ONNX file runs on an engine, in its own precision: int8 (fcnseg quantize) or float.
         int8 = model is None and onnx_metadata(path).get(PRECISION_KEY) == "int8"
         engines = ("onnxruntime", "openvino")
@@ -181,7 +183,6 @@ class Segmenter:
                 onnx_path = onnx_path or export.default_onnx_path(path)
                 model = export.onnx_for_checkpoint(model, path, onnx_path, info=ckpt, engine=engine)
         # An engine's model must run in the precision chosen (a cached file is checked here).
-        normalization = _fed(ckpt.get("normalization", "imagenet"), normalization)
         seg = cls(model, precision=choice.precision, device=device, normalization=normalization,
                   **kwargs)  # fmt: skip
         # torch resolves "auto" itself: say what it resolved to.
