@@ -1,5 +1,6 @@
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +47,23 @@ def save_tiny_checkpoint(path: pathlib.Path, iteration: int = 3) -> pathlib.Path
                      "dataset": dataclasses.asdict(SyntheticDataset.info),
                      "normalization": "imagenet", "iteration": iteration}, path)  # fmt: skip
     return path
+
+
+def save_balanced_checkpoints(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """The tiny checkpoint saved twice, as trained with ``imagenet-greyworld`` and with
+    ``imagenet-greyworld-clip``: (balanced, clipped) paths in ``folder``."""
+    from fcnseg.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(save_tiny_checkpoint(folder / "tiny.pt"))
+    paths = folder / "gw.pt", folder / "clip.pt"
+    for path, mode in zip(paths, ("imagenet-greyworld", "imagenet-greyworld-clip"), strict=True):
+        save_checkpoint({**ckpt, "normalization": mode}, path)
+    return paths
+
+
+def dusk_with_bright_sky() -> np.ndarray:
+    """A (40, 52, 3) uint8 frame, dark but for a bright band: the grey-world balance scales
+    the band past 255, where ``imagenet-greyworld-clip`` clips it."""
+    image = np.random.default_rng(0).integers(0, 40, (40, 52, 3), dtype=np.uint8)
+    image[:12] = 250
+    return image

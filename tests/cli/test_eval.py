@@ -10,9 +10,9 @@ from PIL import Image
 
 import fcnseg
 from fcnseg.cli import main
-from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.engine import json_safe
-from tests.conftest import randomize_scores, save_tiny_checkpoint
+from tests.conftest import randomize_scores, save_balanced_checkpoints
 from tests.data.test_siftflow import siftflow  # noqa: F401 (the fixture)
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu", "per_class_acc")
@@ -220,15 +220,13 @@ def test_both_heads_of_a_sift_flow_net(siftflow, tmp_path, capsys):  # noqa: F81
 def test_eval_normalization_flag_equals_the_checkpoint_saved_with_it(tmp_path, capsys):
     """``fcnseg eval --normalization`` scores as the checkpoint saved with that mode, says
     so in its JSON, and refuses a mode on another scale in one line."""
-    ckpt = load_checkpoint(save_tiny_checkpoint(tmp_path / "tiny.pt"))
-    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld"}, tmp_path / "gw.pt")
-    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld-clip"}, tmp_path / "clip.pt")
+    balanced, clipped = save_balanced_checkpoints(tmp_path)
     data = ["--dataset", "synthetic", "--split", "val", "--precision", "fp32"]
     results = {}
-    for name, ckpt_file, flags in [("fed", "gw.pt", ["--normalization", "imagenet-greyworld-clip"]),
-                                   ("saved", "clip.pt", []), ("own", "gw.pt", [])]:  # fmt: skip
+    for name, path, flags in [("fed", balanced, ["--normalization", "imagenet-greyworld-clip"]),
+                              ("saved", clipped, []), ("own", balanced, [])]:  # fmt: skip
         out = tmp_path / f"{name}.json"
-        assert main(["eval", str(tmp_path / ckpt_file), *data, *flags, "--json", str(out)]) == 0
+        assert main(["eval", str(path), *data, *flags, "--json", str(out)]) == 0
         results[name] = json.loads(out.read_text())
     assert results["fed"]["normalization"] == "imagenet-greyworld-clip"
     assert results["own"]["normalization"] == "imagenet-greyworld"
@@ -236,6 +234,6 @@ def test_eval_normalization_flag_equals_the_checkpoint_saved_with_it(tmp_path, c
     # the clip changed labels: the flag was not ignored
     assert results["fed"]["per_class_iu"] != results["own"]["per_class_iu"]
     capsys.readouterr()
-    assert main(["eval", str(tmp_path / "gw.pt"), *data, "--normalization", "caffe"]) == 2
+    assert main(["eval", str(balanced), *data, "--normalization", "caffe"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "on its scale: imagenet, imagenet-greyworld-clip" in err

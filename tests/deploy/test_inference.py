@@ -9,7 +9,12 @@ import fcnseg
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.train.checkpoint import save_checkpoint
-from tests.conftest import randomize_scores, save_tiny_checkpoint
+from tests.conftest import (
+    dusk_with_bright_sky,
+    randomize_scores,
+    save_balanced_checkpoints,
+    save_tiny_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,21 +135,16 @@ def test_a_grey_world_checkpoint_labels_a_darker_bluer_photo_alike(tmp_path):
 def test_normalization_given_feeds_as_a_checkpoint_saved_with_it(tmp_path):
     """``normalization=`` labels as the checkpoint saved with that normalisation does, and
     refuses one whose pixels are on another scale than the net's."""
-    path = save_tiny_checkpoint(tmp_path / "tiny.pt")
-    ckpt = torch.load(path, weights_only=False)
-    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld"}, tmp_path / "gw.pt")
-    save_checkpoint({**ckpt, "normalization": "imagenet-greyworld-clip"}, tmp_path / "clip.pt")
-    # A dark frame with a bright patch: the balance scales it past 255, the clip then bites.
-    image = np.random.default_rng(0).integers(0, 40, (40, 52, 3), dtype=np.uint8)
-    image[:12] = 250
-    fed = Segmenter.from_checkpoint(tmp_path / "gw.pt", precision="fp32", device="cpu",
+    balanced, clipped = save_balanced_checkpoints(tmp_path)
+    image = dusk_with_bright_sky()
+    fed = Segmenter.from_checkpoint(balanced, precision="fp32", device="cpu",
                                     normalization="imagenet-greyworld-clip")  # fmt: skip
-    saved = Segmenter.from_checkpoint(tmp_path / "clip.pt", precision="fp32", device="cpu")
-    unclipped = Segmenter.from_checkpoint(tmp_path / "gw.pt", precision="fp32", device="cpu")
+    saved = Segmenter.from_checkpoint(clipped, precision="fp32", device="cpu")
+    unclipped = Segmenter.from_checkpoint(balanced, precision="fp32", device="cpu")
     assert fed.normalization == saved.normalization == "imagenet-greyworld-clip"
     assert unclipped.normalization == "imagenet-greyworld"
     (labels,) = fed.predict([image])
     np.testing.assert_array_equal(labels, saved.predict([image])[0])
     assert (labels != unclipped.predict([image])[0]).any()  # the clip changed labels
     with pytest.raises(fcnseg.UserError, match="trained with imagenet-greyworld, whose pixels"):
-        Segmenter.from_checkpoint(tmp_path / "gw.pt", device="cpu", normalization="caffe")
+        Segmenter.from_checkpoint(balanced, device="cpu", normalization="caffe")

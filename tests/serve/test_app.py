@@ -17,7 +17,7 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.serve.app import create_app, load_segmenter
-from fcnseg.train.checkpoint import load_checkpoint, save_checkpoint
+from tests.conftest import dusk_with_bright_sky, save_balanced_checkpoints
 from tests.data.test_images import write_blank_png
 from tests.serve.conftest import MODES, label_of, options, png_bytes, serving
 
@@ -293,20 +293,16 @@ def test_the_page_is_served_without_external_assets(client):
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing from another host
 
 
-def test_normalization_option_serves_as_the_checkpoint_saved_with_it(checkpoint, tmp_path):
+def test_normalization_option_serves_as_the_checkpoint_saved_with_it(tmp_path):
     """``fcnseg serve --normalization``: the labels of the checkpoint saved with that mode,
     and ``/v1/model`` says which."""
-    ckpt = load_checkpoint(checkpoint)
-    for name, mode in [("gw.pt", "imagenet-greyworld"), ("clip.pt", "imagenet-greyworld-clip")]:
-        save_checkpoint({**ckpt, "normalization": mode}, tmp_path / name)
-    # A dark frame with a bright patch: the balance scales it past 255, the clip then bites.
-    image = np.random.default_rng(0).integers(0, 40, (40, 52, 3), dtype=np.uint8)
-    image[:12] = 250
-    fed = dataclasses.replace(options(tmp_path / "gw.pt"), normalization="imagenet-greyworld-clip")
+    balanced, clipped = save_balanced_checkpoints(tmp_path)
+    image = dusk_with_bright_sky()
+    fed = dataclasses.replace(options(balanced), normalization="imagenet-greyworld-clip")
     with TestClient(create_app(fed)) as client:
         assert client.get("/v1/model").json()["normalization"]["name"] == fed.normalization
         labels = label_of(client.post("/v1/segment", content=png_bytes(image)).content)
-    for name, same in [("clip.pt", True), ("gw.pt", False)]:
-        with serving(tmp_path / name) as client:
+    for path, same in [(clipped, True), (balanced, False)]:
+        with serving(path) as client:
             other = label_of(client.post("/v1/segment", content=png_bytes(image)).content)
         assert np.array_equal(labels, other) == same
