@@ -45,6 +45,10 @@ FIELD_HELP = {
     "colour cast), 'imagenet-greyworld-clip' (the same, clipped to 0-255 as a photo is), "
     "'caffe' (the reference's BGR mean), or the reference NYUDv2 and SIFT Flow nets' "
     "'nyud', 'nyud-hha', 'siftflow'; none: what the starting weights expect",
+    "val_normalization": "normalisation of the validation images, on the training one's scale "
+    "(e.g. imagenet-greyworld-clip for a net trained with imagenet-greyworld): it picks "
+    "best.pt and is saved in the checkpoints as the one eval, predict and serve feed; "
+    "none: --normalization",
     "crop": "random crop size; none: whole images at batch 1",
     "scale": "random scale range, two numbers",
     "flip": "random horizontal flips",

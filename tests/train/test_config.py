@@ -11,6 +11,7 @@ from fcnseg.cli import main as cli_main
 from fcnseg.errors import ConfigError
 from fcnseg.train.config import (
     TrainConfig,
+    deployed_normalization,
     option_name,
     resolve_normalization,
     stream_sources,
@@ -37,6 +38,7 @@ BAD = [
     ("val_dataset", "pascal", "synthetic, folder"),
     ("val_root", "", "non-empty"),
     ("normalization", "bgr", "imagenet, caffe"),
+    ("val_normalization", "rgb", "imagenet, caffe, nyud"),
     ("crop", 0, ">= 1, or none"),
     ("crop", -8, ">= 1"),
     ("scale", (2.0, 1.0), "0 < LOW <= HIGH"),
@@ -179,6 +181,28 @@ def test_per_stream_normalization(tmp_path):
         resolve_normalization(sources("imagenet", "nyud-hha"))
     chosen = sources("imagenet", "nyud-hha").replace(normalization="nyud")
     assert resolve_normalization(chosen) == "nyud"
+
+
+def test_val_normalization_must_share_the_training_scale():
+    """Validation may feed the grey-world balance clipped (or not), never another scale:
+    refused when built, and again once the training normalisation is resolved."""
+    clip = TrainConfig(
+        normalization="imagenet-greyworld", val_normalization="imagenet-greyworld-clip"
+    )
+    assert deployed_normalization(clip) == "imagenet-greyworld-clip"
+    assert deployed_normalization(clip.replace(val_normalization=None)) == "imagenet-greyworld"
+    message = (
+        "val_normalization (--val-normalization) 'caffe' puts pixels on another scale than "
+        "normalization (--normalization) 'imagenet'; choose one of imagenet, "
+        "imagenet-greyworld, imagenet-greyworld-clip, or none"
+    )
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(normalization="imagenet", val_normalization="caffe")
+    assert str(e.value) == message
+    unresolved = TrainConfig(val_normalization="caffe")  # from scratch: imagenet, once resolved
+    with pytest.raises(ConfigError) as e:
+        unresolved.replace(normalization=resolve_normalization(unresolved))
+    assert str(e.value) == message
 
 
 def test_json_round_trip_keeps_every_recipe():

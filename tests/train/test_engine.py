@@ -12,9 +12,10 @@ import torch
 import fcnseg.train.config as config
 import fcnseg.train.engine as engine
 from fcnseg.data.synthetic import SyntheticDataset
-from fcnseg.train.checkpoint import load_checkpoint
+from fcnseg.data.transforms import eval_transform
+from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.config import TrainConfig
-from fcnseg.train.engine import StreamSampler, lr_factor, train
+from fcnseg.train.engine import StreamSampler, evaluate, lr_factor, train
 from fcnseg.train.loss import enet_weights, median_frequency_weights
 from fcnseg.train.recipes import RECIPES, get_recipe
 
@@ -170,6 +171,27 @@ def test_color_jitter_and_label_smoothing_reach_the_data_and_the_loss(tmp_path, 
     train(cfg, tmp_path, progress=False)
     assert seen == {"jitter": [0.3], "smoothing": [0.1]}
     assert all(math.isfinite(r["loss"]) for r in records(tmp_path) if "loss" in r)
+
+
+def test_val_normalization_validates_and_is_saved_for_deployment(tmp_path, monkeypatch):
+    """Training feeds its own normalisation; validation, and so best.pt's choice, the
+    val one, which the checkpoints carry as the one eval, predict and serve feed."""
+    fed = []
+    monkeypatch.setattr(
+        engine, "eval_transform", lambda mode: fed.append(mode) or eval_transform(mode)
+    )
+    trained = spy(monkeypatch, engine.train_transform, "normalization")
+    cfg = TINY.replace(iterations=1, eval_every=1, normalization="imagenet-greyworld",
+                       val_normalization="imagenet-greyworld-clip")  # fmt: skip
+    result = train(cfg, tmp_path, progress=False)
+    assert (trained, fed) == (["imagenet-greyworld"], ["imagenet-greyworld-clip"])
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["normalization"] == "imagenet-greyworld-clip"
+    assert best["train_config"]["normalization"] == "imagenet-greyworld"
+    model, _ = model_from_checkpoint(best)
+    val_set = config.build_val_set(cfg, eval_transform("imagenet-greyworld-clip"))
+    again = evaluate(model.eval(), val_set, 5, torch.device("cpu"), progress=False)
+    assert result["mean_iu"] == pytest.approx(again["mean_iu"])
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from fcnseg.data.transforms import second_image_normalization
 from fcnseg.data.voc import VOCDataset
 from fcnseg.errors import ConfigError
 from fcnseg.nets.registry import MODELS, build_model
-from fcnseg.nets.weights import NORMALIZATIONS, saved_normalization, weights_entry
+from fcnseg.nets.weights import NORMALIZATIONS, same_scale, saved_normalization, weights_entry
 from fcnseg.train.loss import CLASS_WEIGHTS
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -62,6 +62,7 @@ class TrainConfig:
     val_dataset: str | None = None  # None: the training dataset
     val_root: str | None = None  # None: data_root (for the training dataset)
     normalization: str | None = None  # None: what the starting weights expect
+    val_normalization: str | None = None  # None: normalization (see _check_val_normalization)
     crop: int | None = None  # None: whole images, batch 1 (the reference)
     scale: tuple[float, float] = (1.0, 1.0)
     flip: bool = True
@@ -167,6 +168,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": tuple(DATASETS),
     "val_dataset": tuple(DATASETS),
     "normalization": NORMALIZATIONS,
+    "val_normalization": NORMALIZATIONS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "class_weighting": CLASS_WEIGHTINGS,
@@ -223,7 +225,23 @@ def _validate(cfg: TrainConfig) -> None:
                 f"{_named('device')} must be auto, cpu, cuda, cuda:N or mps; got {cfg.device!r}"
             ) from None
     _check_data_roots(cfg)
+    _check_val_normalization(cfg)
     _check_model_options(cfg)
+
+
+def _check_val_normalization(cfg: TrainConfig) -> None:
+    """A net validated with another normalisation than it trains with is fed pixels on
+    the same scale (only the grey-world balance or its clip may differ; see
+    :func:`fcnseg.nets.weights.same_scale`): any other would score noise. Checked
+    again once the training normalisation is resolved from the starting weights."""
+    val, train = cfg.val_normalization, cfg.normalization
+    if val is None or train is None or same_scale(val, train):
+        return
+    allowed = ", ".join(n for n in NORMALIZATIONS if same_scale(n, train))
+    raise ConfigError(
+        f"{_named('val_normalization')} {val!r} puts pixels on another scale than "
+        f"{_named('normalization')} {train!r}; choose one of {allowed}, or none"
+    )
 
 
 def _check_data_roots(cfg: TrainConfig) -> None:
@@ -332,6 +350,14 @@ def resolve_normalization(cfg: TrainConfig) -> str:
         backbone = MODELS[cfg.model].backbone
         return weights_entry(backbone, batch_norm=cfg.batch_norm).normalization
     return "imagenet"
+
+
+def deployed_normalization(cfg: TrainConfig) -> str:
+    """How a resolved run feeds its validation images, and so how its checkpoints'
+    nets are fed at test time: ``cfg.val_normalization`` when set (a mode on the
+    training one's scale, e.g. the grey-world balance clipped to 0-255 as a photo
+    is), else ``cfg.normalization``. Model selection sees what deployment sees."""
+    return cfg.val_normalization or cfg.normalization
 
 
 def _streams_normalization(sources: dict[str, str]) -> str:

@@ -44,6 +44,7 @@ from fcnseg.train.config import (
     TrainConfig,
     build_train_set,
     build_val_sets,
+    deployed_normalization,
     resolve_normalization,
     stream_sources,
 )
@@ -341,7 +342,7 @@ class _Data:
 
 def _load_data(cfg: TrainConfig, ctx: Context, progress: bool) -> _Data:
     (train_set,) = _checked("training", lambda: [build_train_set(cfg)], ctx, progress)
-    val_transform = eval_transform(cfg.normalization)
+    val_transform = eval_transform(deployed_normalization(cfg))
     val_sets = _checked("validation", lambda: build_val_sets(cfg, val_transform), ctx, progress)
     if val_sets[0].info.classes != train_set.info.classes:
         raise DataError(
@@ -457,7 +458,7 @@ def _state(t: _Trainer, info: DatasetInfo, metrics: dict) -> dict:
         **averaged,
         "model_config": t.model.config.to_dict(),
         "dataset": dataclasses.asdict(info),
-        "normalization": t.cfg.normalization,
+        "normalization": deployed_normalization(t.cfg),
         "train_config": t.cfg.to_dict(),
         "iteration": t.iteration,
         "optimizer": t.optimizer.state_dict(),
