@@ -282,6 +282,11 @@ def test_normalization_follows_the_starting_weights(tmp_path, monkeypatch):
     assert resolve_normalization(published.replace(init_from=ckpt)) == "imagenet"
     ckpt = save_checkpoint_with(tmp_path / "caffe.pt", "caffe")
     assert resolve_normalization(TrainConfig(init_from=ckpt)) == "caffe"
+    # A run validated with the clip trained without it: a fine-tune trains as it did.
+    clipped = tmp_path / "clipped.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "normalization": "imagenet-greyworld-clip",
+                "train_config": {"normalization": "imagenet-greyworld"}}, clipped)  # fmt: skip
+    assert resolve_normalization(TrainConfig(init_from=str(clipped))) == "imagenet-greyworld"
     bare = tmp_path / "bare.pt"
     torch.save({"w": torch.zeros(1)}, bare)
     assert resolve_normalization(TrainConfig(init_from=str(bare))) == "imagenet"

@@ -147,10 +147,17 @@ def load_file(path: str | os.PathLike, what: str = "weight file", *, mmap: bool 
 
 def saved_normalization(path: str | os.PathLike) -> str | None:
     """The pixel normalisation an fcnseg checkpoint was trained with; None for a bare
-    state_dict or a checkpoint that does not say."""
+    state_dict or a checkpoint that does not say.
+
+    That is its training config's, where it has one: the checkpoint's own
+    ``normalization`` is the one it is deployed with, which a run may have chosen
+    to differ (``--val-normalization``: the balance clipped, say)."""
     obj = load_file(path, "checkpoint", mmap=True)
-    value = obj.get("normalization") if isinstance(obj, Mapping) else None
-    return value if value in NORMALIZATIONS else None
+    if not isinstance(obj, Mapping):
+        return None
+    trained = obj.get("train_config")
+    candidates = [trained.get("normalization")] if isinstance(trained, Mapping) else []
+    return next((v for v in [*candidates, obj.get("normalization")] if v in NORMALIZATIONS), None)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
