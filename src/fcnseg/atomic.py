@@ -45,11 +45,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         write(f)
 
 
+_NAME_MAX = 255  # bytes in a file name: ext4, APFS, NTFS
+
+
 def _create_temp(path: Path) -> Path:
     """Create ``.<name>.<random>.tmp`` beside ``path`` as ``open()`` creates files
-    (mode 0o666 less the umask)."""
+    (mode 0o666 less the umask). A name within 14 bytes of the limit is cut short
+    there, so any file that can be written can be written atomically."""
+    name = path.name.encode()[: _NAME_MAX - 14].decode(errors="ignore")
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
