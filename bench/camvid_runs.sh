@@ -11,8 +11,9 @@
 #                         # scales 0.75 1 1.25 (bench/results/camvid_RUN_tta-flip[-ms].json)
 #   bash bench/camvid_runs.sh clip RUN  # RUN's best.pt and last.pt fed clipped to 0-255 after
 #                         # the balance it trained with (--normalization imagenet-greyworld-clip;
-#                         # bench/results/camvid_RUN_clip-{best,last}.json), and last.pt as
-#                         # trained (camvid_RUN_last.json)
+#                         # bench/results/camvid_RUN_clip-{best,last}.json), and last.pt balanced
+#                         # unclipped (camvid_RUN_last.json); best.pt too if RUN validated
+#                         # clipped (--val-normalization; camvid_RUN_balanced-best.json)
 #   bash bench/camvid_runs.sh geometry [N] [SEED...]
 #                         # faithful (pad 100) vs efficient (pad 1), the same recipe
 #                         # shortened to N iterations, once per seed (default: seed 0)
@@ -72,9 +73,16 @@ case "${1:-main}" in
       "$fcnseg" eval "$runs/$run/$weights.pt" --backend torch --precision fp32 \
         --normalization imagenet-greyworld-clip --json "bench/results/camvid_${run}_clip-$weights.json"
     done
-    # the last weights as trained, beside them (the run's own file has the best's)
+    # the last weights balanced without the clip, beside them (the run's own file has the
+    # best's as it validated: unclipped, unless it ran with --val-normalization)
     "$fcnseg" eval "$runs/$run/last.pt" --backend torch --precision fp32 \
-      --json "bench/results/camvid_${run}_last.json" ;;
+      --normalization imagenet-greyworld --json "bench/results/camvid_${run}_last.json"
+    validated=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["normalization"])' \
+      "bench/results/camvid_$run.json")
+    if [ "$validated" != imagenet-greyworld ]; then
+      "$fcnseg" eval "$runs/$run/best.pt" --backend torch --precision fp32 \
+        --normalization imagenet-greyworld --json "bench/results/camvid_${run}_balanced-best.json"
+    fi ;;
   geometry)
     n=${2:-400}
     seeds=("${@:3}")

@@ -44,8 +44,8 @@ def _run(path: Path) -> dict:
 def runs(results: Path = RESULTS) -> list[dict]:
     """Every held-out run in ``results`` with its metrics log (test-time augmentation files,
     which have none, excluded)."""
-    paths = sorted(results.glob(f"camvid_{RECIPE}*.json"))
-    return [_run(p) for p in paths if p.with_suffix(".metrics.jsonl").is_file()]
+    logs = sorted(results.glob(f"camvid_{RECIPE}*.metrics.jsonl"))
+    return [_run(log.with_name(log.name.removesuffix(".metrics.jsonl") + ".json")) for log in logs]
 
 
 def tables(rows: list[dict]) -> str:
