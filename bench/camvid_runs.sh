@@ -69,19 +69,19 @@ case "${1:-main}" in
     tta flip-ms --tta-scales 0.75 1 1.25 ;;
   clip)
     run=${2:?usage: $0 clip RUN (a folder under runs/, trained with imagenet-greyworld)}
-    for weights in best last; do
-      "$fcnseg" eval "$runs/$run/$weights.pt" --backend torch --precision fp32 \
-        --normalization imagenet-greyworld-clip --json "bench/results/camvid_${run}_clip-$weights.json"
-    done
+    fed() {  # weights (best or last), normalization, the result file's suffix
+      "$fcnseg" eval "$runs/$run/$1.pt" --backend torch --precision fp32 \
+        --normalization "$2" --json "bench/results/camvid_${run}_$3.json"
+    }
+    fed best imagenet-greyworld-clip clip-best
+    fed last imagenet-greyworld-clip clip-last
     # the last weights balanced without the clip, beside them (the run's own file has the
     # best's as it validated: unclipped, unless it ran with --val-normalization)
-    "$fcnseg" eval "$runs/$run/last.pt" --backend torch --precision fp32 \
-      --normalization imagenet-greyworld --json "bench/results/camvid_${run}_last.json"
+    fed last imagenet-greyworld last
     validated=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["normalization"])' \
       "bench/results/camvid_$run.json")
     if [ "$validated" != imagenet-greyworld ]; then
-      "$fcnseg" eval "$runs/$run/best.pt" --backend torch --precision fp32 \
-        --normalization imagenet-greyworld --json "bench/results/camvid_${run}_balanced-best.json"
+      fed best imagenet-greyworld balanced-best
     fi ;;
   geometry)
     n=${2:-400}

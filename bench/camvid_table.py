@@ -23,11 +23,12 @@ RESULTS = Path(__file__).parent / "results"
 RECIPE = "camvid-fcn8s-heldout"
 
 
-def _run(path: Path) -> dict:
-    result = json.loads(path.read_text())
-    evals = [
-        (e["iteration"], e["mean_iu"]) for e in read_log(path.with_suffix(".metrics.jsonl")).evals
-    ]
+def _run(log: Path) -> dict:
+    """A run from its metrics log and the result file beside it (``camvid_<run>.json``)."""
+    result = json.loads(
+        log.with_name(log.name.removesuffix(".metrics.jsonl") + ".json").read_text()
+    )
+    evals = [(e["iteration"], e["mean_iu"]) for e in read_log(log).evals]
     flags = result["command"].split(f"--recipe {RECIPE}", 1)[1].strip()
     return {
         "flags": flags,
@@ -44,8 +45,7 @@ def _run(path: Path) -> dict:
 def runs(results: Path = RESULTS) -> list[dict]:
     """Every held-out run in ``results`` with its metrics log (test-time augmentation files,
     which have none, excluded)."""
-    logs = sorted(results.glob(f"camvid_{RECIPE}*.metrics.jsonl"))
-    return [_run(log.with_name(log.name.removesuffix(".metrics.jsonl") + ".json")) for log in logs]
+    return [_run(log) for log in sorted(results.glob(f"camvid_{RECIPE}*.metrics.jsonl"))]
 
 
 def tables(rows: list[dict]) -> str:

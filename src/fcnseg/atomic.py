@@ -52,7 +52,8 @@ def _create_temp(path: Path) -> Path:
     """Create ``.<name>.<random>.tmp`` beside ``path`` as ``open()`` creates files
     (mode 0o666 less the umask). A name within 14 bytes of the limit is cut short
     there, so any file that can be written can be written atomically."""
-    name = path.name.encode()[: _NAME_MAX - 14].decode(errors="ignore")
+    room = _NAME_MAX - len(".." + "0" * 8 + ".tmp")  # the dots, the random hex, the suffix
+    name = path.name.encode()[:room].decode(errors="ignore")
     while True:
         tmp = path.with_name(f".{name}.{secrets.token_hex(4)}.tmp")
         try:
