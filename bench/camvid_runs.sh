@@ -7,6 +7,11 @@
 #   bash bench/camvid_runs.sh trainval [FLAG...]  # camvid-fcn8s-trainval: the held-out
 #                         # drive's choice, trained on train + val (the final CamVid model);
 #                         # FLAGs name the run as for heldout
+#   bash bench/camvid_runs.sh name heldout|trainval [FLAG...]  # prints the run's name (its
+#                         # folder under runs/): the recipe and FLAGs, and past 200
+#                         # characters cut to 191 and ended by 8 hex digits of the whole
+#                         # name's SHA-1, so that every result file's name stays under the
+#                         # 255-byte limit (the full command is in the run's result file)
 #   bash bench/camvid_runs.sh tta RUN   # RUN's best.pt with --tta flip, then with flip and
 #                         # scales 0.75 1 1.25 (bench/results/camvid_RUN_tta-flip[-ms].json)
 #   bash bench/camvid_runs.sh clip RUN  # RUN's best.pt and last.pt fed clipped to 0-255 after
@@ -39,6 +44,20 @@ PY
   cp "$runs/$name/metrics.jsonl" "bench/results/camvid_$name.metrics.jsonl"
 }
 
+MAX_NAME=200  # the longest suffix a result file adds is 25 bytes (_balanced-best.json)
+
+run_name() {  # recipe, then the FLAGs: the run's folder name (see the usage above)
+  local recipe=$1 suffix name
+  shift
+  # ':' (a split's drives) is not allowed in file names on every system
+  suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' :' '_-')
+  name="$recipe${suffix:+_$suffix}"
+  if [ "${#name}" -gt "$MAX_NAME" ]; then
+    name="${name:0:$(( MAX_NAME - 9 ))}_$(printf '%s' "$name" | sha1sum | cut -c1-8)"
+  fi
+  printf '%s\n' "$name"
+}
+
 timed() {  # name, then the train arguments
   local name=$1; shift
   local start
@@ -55,9 +74,12 @@ case "${1:-main}" in
   heldout|trainval)
     recipe=camvid-fcn8s-$1
     shift
-    # ':' (a split's drives) is not allowed in file names on every system
-    suffix=$(printf '%s' "$*" | sed 's/--//g' | tr ' :' '_-')
-    timed "$recipe${suffix:+_$suffix}" --recipe "$recipe" "$@" ;;
+    timed "$(run_name "$recipe" "$@")" --recipe "$recipe" "$@" ;;
+  name)
+    case "${2:-}" in
+      heldout|trainval) run_name "camvid-fcn8s-$2" "${@:3}" ;;
+      *) echo "usage: $0 name heldout|trainval [flag...]" >&2; exit 2 ;;
+    esac ;;
   tta)
     run=${2:?usage: $0 tta RUN (a folder under runs/)}
     tta() {  # name, then the views beside --tta flip
@@ -91,7 +113,7 @@ case "${1:-main}" in
       timed "geometry-efficient-seed$seed" "${short[@]}" --pad 1 --seed "$seed"
       timed "geometry-faithful-seed$seed" "${short[@]}" --pad 100 --seed "$seed"
     done ;;
-  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | tta RUN | clip RUN | geometry [iterations] [seed...]" >&2; exit 2 ;;
+  *) echo "usage: $0 main | heldout [flag...] | trainval [flag...] | name heldout|trainval [flag...] | tta RUN | clip RUN | geometry [iterations] [seed...]" >&2; exit 2 ;;
 esac
 }
 
