@@ -7,6 +7,13 @@ each option on its own. Inputs are CamVid train images preloaded in memory, so
 the numbers are compute, not decoding.
 
     python bench/train_throughput.py --out bench/results/train_cpu.json
+
+``--recipe NAME`` times that recipe's own net and batch instead (its width, batch norm,
+padding and loss options; ``batch_size`` centre crops of ``crop`` pixels), fcnseg's
+step only; ``--bf16`` adds bf16 autocast on a CPU (always timed on a GPU):
+
+    python bench/train_throughput.py --recipe camvid-fcn8s-trainval --bf16 --steps 5 \
+        --out bench/results/train_cpu_camvid-trainval.json
 """
 
 from __future__ import annotations
@@ -20,29 +27,39 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from inference import PortFCN8s, _cpu_name
+from inference import PortFCN8s
+from machine import describe
 
 import fcnseg
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import eval_transform
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.distributed import Context
-from fcnseg.train.engine import _step_loss, build_optimizer
+from fcnseg.train.engine import _step_loss, build_optimizer, make_model
+from fcnseg.train.recipes import get_recipe
 
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
 
 
-def batches(n: int, batch: int, device: torch.device):
+def batches(n: int, batch: int, device: torch.device, crop: int | None = None):
     if CAMVID.is_dir():
         ds = build_dataset("camvid", CAMVID, "train", eval_transform())
         pairs = [ds[i] for i in range(n * batch)]
     else:
         pairs = [(torch.randn(3, 360, 480), torch.randint(0, 11, (360, 480)))] * (n * batch)
+    if crop:
+        pairs = [(x[..., _centre(x, -2, crop), _centre(x, -1, crop)],
+                  y[_centre(y, -2, crop), _centre(y, -1, crop)]) for x, y in pairs]  # fmt: skip
     return [
         (torch.stack([p[0] for p in pairs[i : i + batch]]).to(device),
          torch.stack([p[1] for p in pairs[i : i + batch]]).to(device))
         for i in range(0, len(pairs), batch)
     ]  # fmt: skip
+
+
+def _centre(t: torch.Tensor, dim: int, size: int) -> slice:
+    start = (t.shape[dim] - size) // 2
+    return slice(start, start + size)
 
 
 def time_steps(step, data, warmup: int) -> float:
@@ -85,26 +102,36 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 on a CPU")
     parser.add_argument("--width", type=float, default=1.0, help="< 1 for a quick check")
+    parser.add_argument("--recipe", help="time this recipe's net and batch (fcnseg's step)")
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ctx = Context(device=device)
-    data = batches(args.steps + 1, args.batch, device)
-
-    model = fcnseg.build_model("fcn8s", 11, width=args.width).to(device)
-    port = PortFCN8s(11, args.width).to(device)
-    port.load_state_dict(model.state_dict(), strict=False)
-    base = TrainConfig(lr=1e-3, momentum=0.9)
-    rows = {"plain loop (fp32, eager)": lambda: plain_step(
-        port, torch.optim.SGD(port.parameters(), lr=1e-3, momentum=0.9))}  # fmt: skip
-    variants = {"fcnseg fp32": {}, "+ channels_last": {"channels_last": True}}
-    if device.type == "cuda":
+    if args.recipe:
+        base = get_recipe(args.recipe)
+        model = make_model(base, 11, pretrained=False).to(device)
+        batch, crop = base.batch_size, base.crop
+        rows = {}
+    else:
+        base = TrainConfig(lr=1e-3, momentum=0.9)
+        model = fcnseg.build_model("fcn8s", 11, width=args.width).to(device)
+        batch, crop = args.batch, None
+        port = PortFCN8s(11, args.width).to(device)
+        port.load_state_dict(model.state_dict(), strict=False)
+        rows = {"plain loop (fp32, eager)": lambda: plain_step(
+            port, torch.optim.SGD(port.parameters(), lr=1e-3, momentum=0.9))}  # fmt: skip
+    data = batches(args.steps + 1, batch, device, crop)
+    variants = {"fcnseg fp32": {"precision": "fp32"},
+                "+ channels_last": {"precision": "fp32", "channels_last": True}}  # fmt: skip
+    if device.type == "cuda" or args.bf16:
         variants["+ bf16"] = {"precision": "bf16"}
+    if device.type == "cuda":
         variants["bf16 + channels_last + compile"] = {
             "precision": "bf16", "channels_last": True, "compile": True}  # fmt: skip
     if args.compile:
-        variants["+ torch.compile"] = {"compile": True}
+        variants["+ torch.compile"] = {"precision": "fp32", "compile": True}
     for name, change in variants.items():
         cfg = base.replace(**change)
 
@@ -116,17 +143,19 @@ def main() -> None:
 
         rows[name] = make
 
+    machine = {**describe(), "device": str(device)}
+    print(machine, flush=True)
     results, first = [], None
     for name, make in rows.items():
         seconds = time_steps(make(), data, warmup=1)
         first = first or seconds
-        results.append({"path": name, "step_s": seconds, "images_per_s": args.batch / seconds,
+        results.append({"path": name, "step_s": seconds, "images_per_s": batch / seconds,
                         "speedup": first / seconds})  # fmt: skip
-        print(f"{name:<36} {seconds:7.2f} s/step  {args.batch / seconds:6.3f} images/s  "
+        print(f"{name:<36} {seconds:7.2f} s/step  {batch / seconds:6.3f} images/s  "
               f"{first / seconds:5.2f}x", flush=True)  # fmt: skip
-    machine = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "device": str(device),
-               "torch": torch.__version__}  # fmt: skip
-    out = {"machine": machine, "batch": args.batch, "size": [360, 480], "rows": results}
+    size = [crop, crop] if crop else [360, 480]
+    out = {"machine": machine, "recipe": args.recipe, "batch": batch, "size": size,
+           "rows": results}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 

@@ -21,7 +21,7 @@ from fcnseg.deploy.backend import BACKEND_ENV, BACKENDS, default_backend
 from fcnseg.errors import ConfigError, UserError
 from fcnseg.nets.weights import NORMALIZATIONS
 from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, num_heads, option_name
-from fcnseg.train.device import PRECISIONS
+from fcnseg.train.device import PRECISIONS, warn_emulated_bf16
 from fcnseg.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 
 FIELD_HELP = {
@@ -76,8 +76,10 @@ FIELD_HELP = {
     "each step; validation, best.pt and the deployed weights use the average; 0: none",
     "aux_weight": "weight w >= 0 of an auxiliary loss on each coarser stage of a skip net "
     "(FCN-8s: its FCN-32s and FCN-16s predictions, upsampled bilinearly); 0: none",
-    "precision": "training precision: fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler)",
-    "channels_last": "NHWC memory layout (faster convolutions)",
+    "precision": "training precision: fp32, bf16 or fp16 (autocast; fp16 uses a grad scaler), "
+    "or auto: bf16 where the device computes it natively (a GPU; a CPU with AVX512-BF16 or "
+    "AMX), else fp32 on a CPU and fp16 on a GPU",
+    "channels_last": "NHWC memory layout (faster on GPUs; slower to train on the CPUs measured)",
     "compile": "torch.compile the model",
     "dropout": "dropout after fc6 and fc7 (0.5 as the reference)",
     "eval_every": "validate and checkpoint every N iterations",
@@ -285,7 +287,7 @@ def _segmenter(args: argparse.Namespace, **kwargs):
     test-time augmentation ask for (``predict``, ``eval``)."""
     from fcnseg.deploy.inference import Segmenter
 
-    return Segmenter.from_checkpoint(
+    seg = Segmenter.from_checkpoint(
         args.checkpoint,
         backend=args.backend or default_backend(),
         precision=args.precision,
@@ -295,6 +297,8 @@ def _segmenter(args: argparse.Namespace, **kwargs):
         **_tta(args),
         **kwargs,
     )
+    warn_emulated_bf16(seg.dtype, seg.device)
+    return seg
 
 
 def _eval_heads(args: argparse.Namespace, cfg: TrainConfig, dataset) -> int:

@@ -70,7 +70,7 @@ BAD = [
     ("ema", -0.5, "[0, 1)"),
     ("aux_weight", -0.4, ">= 0"),
     ("aux_weight", float("inf"), "finite"),
-    ("precision", "fp8", "fp32, bf16, fp16"),
+    ("precision", "fp8", "auto, fp32, bf16, fp16"),
     ("channels_last", 0, "true or false"),
     ("compile", "no", "true or false"),
     ("dropout", 1.0, "[0, 1)"),

@@ -3,7 +3,7 @@ import torch
 
 from fcnseg.errors import ConfigError
 from fcnseg.train import device
-from fcnseg.train.device import resolve_precision, select_device
+from fcnseg.train.device import resolve_precision, select_device, warn_emulated_bf16
 
 CPU = torch.device("cpu")
 CPUINFO = """processor\t: 0
@@ -70,3 +70,18 @@ def test_unknown_device_names(monkeypatch, name):
     _gpus(monkeypatch, 0)
     with pytest.raises(ConfigError, match=f"--device {name}: unknown device; choose auto, cpu"):
         select_device(name)
+
+
+@pytest.mark.parametrize(
+    ("extra", "dtype", "dev", "warns"),
+    [("", torch.bfloat16, CPU, True), ("avx512_bf16", torch.bfloat16, CPU, False),
+     ("", torch.float32, CPU, False), ("", torch.bfloat16, torch.device("cuda"), False)],
+)  # fmt: skip
+def test_emulated_bf16_is_warned_of_in_one_line(tmp_path, monkeypatch, capsys, extra, dtype,
+                                                dev, warns):  # fmt: skip
+    (tmp_path / "cpuinfo").write_text(CPUINFO.format(extra=extra))
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    assert warn_emulated_bf16(dtype, dev) == warns
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == int(warns)
+    assert out.err.startswith("warning: --precision bf16: ") == warns

@@ -34,7 +34,7 @@ from fcnseg.train.loss import CLASS_WEIGHTS
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("fixed", "poly")
 CLASS_WEIGHTINGS = ("none", *CLASS_WEIGHTS)
-TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,9 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0: none
     aux_weight: float = 0.0  # loss weight of each coarser stage (FCN-32s, -16s); 0: none
     # speed (see "Training at scale" in the README)
-    precision: str = "fp32"  # "bf16" or "fp16" (autocast; fp16 with a grad scaler)
+    # "bf16" or "fp16": autocast (fp16 with a grad scaler); "auto": bf16 where the device
+    # computes it natively (fcnseg.train.device.resolve_precision), else fp32 on a CPU
+    precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
     dropout: float = 0.5  # after fc6 and fc7, as the reference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -106,6 +107,24 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16: half precision is for GPUs; use bf16 or fp32 on a CPU")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def warn_emulated_bf16(dtype: torch.dtype, device: torch.device) -> bool:
+    """Print one warning line on stderr when ``dtype`` is bf16 on a CPU without native bf16
+    arithmetic: it is emulated there and runs many times slower than fp32 (about 10x for
+    the CamVid recipe's training on an AVX2-only EPYC, ``bench/train_throughput.py``).
+
+    Returns:
+        Whether it warned.
+    """
+    if dtype != torch.bfloat16 or device.type != "cpu" or cpu_has_fast_bf16():
+        return False
+    print(
+        "warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it "
+        "is emulated and runs many times slower than fp32; --precision auto picks fp32 here",
+        file=sys.stderr,
+    )
+    return True
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

@@ -48,7 +48,12 @@ from fcnseg.train.config import (
     resolve_normalization,
     stream_sources,
 )
-from fcnseg.train.device import memory_format, resolve_precision
+from fcnseg.train.device import (
+    PRECISION_NAMES,
+    memory_format,
+    resolve_precision,
+    warn_emulated_bf16,
+)
 from fcnseg.train.distributed import Context, all_reduce_sum, process_group
 from fcnseg.train.ema import ema_decay, update_ema
 from fcnseg.train.loss import CLASS_WEIGHTS, heads_loss, loss_denominators
@@ -279,7 +284,7 @@ def train(
     cfg = cfg.replace(normalization=resolve_normalization(cfg))
     run = RunFolder(out)
     with process_group(cfg.device) as ctx, run.lock() if ctx.is_main else nullcontext():
-        _check_setup(cfg, ctx)
+        cfg = _check_setup(cfg, ctx)
         if ctx.is_main:
             run.check(resume=resume, overwrite=overwrite)
         ckpt = _resume_point(run, cfg, force) if resume else None
@@ -290,10 +295,12 @@ def train(
         return _run(cfg, run, ctx, ckpt, end=end, progress=progress and ctx.is_main)
 
 
-def _check_setup(cfg: TrainConfig, ctx: Context) -> None:
-    """Refuse a global batch the ranks cannot share, and a precision the device lacks
-    (fp16 on a CPU, as inference does)."""
-    resolve_precision(cfg.precision, ctx.device)
+def _check_setup(cfg: TrainConfig, ctx: Context) -> TrainConfig:
+    """``cfg`` with its precision made concrete for this device (``auto``: see
+    :func:`~fcnseg.train.device.resolve_precision`; config.json and checkpoints record the
+    one used), warning of emulated bf16. Refuses a global batch the ranks cannot share, and
+    a precision the device lacks (fp16 on a CPU, as inference does)."""
+    dtype = resolve_precision(cfg.precision, ctx.device)
     if cfg.batch_size % ctx.world:
         raise ConfigError(
             f"batch_size (--batch-size) {cfg.batch_size} is the global batch: it must "
@@ -304,6 +311,9 @@ def _check_setup(cfg: TrainConfig, ctx: Context) -> None:
             f"batch_size (--batch-size) {cfg.batch_size}: whole-image training (no --crop) "
             "takes 1 image per rank; set --crop for larger batches"
         )
+    if ctx.is_main:
+        warn_emulated_bf16(dtype, ctx.device)
+    return cfg.replace(precision=PRECISION_NAMES[dtype])
 
 
 def _resume_point(run: RunFolder, cfg: TrainConfig, force: bool) -> dict:
