@@ -87,7 +87,7 @@ class TrainConfig:
     aux_weight: float = 0.0  # loss weight of each coarser stage (FCN-32s, -16s); 0: none
     # speed (see "Training at scale" in the README)
     # "bf16" or "fp16": autocast (fp16 with a grad scaler); "auto": bf16 where the device
-    # computes it natively (fcnseg.train.device.resolve_precision), else fp32 on a CPU
+    # computes it natively, else fp32 on a CPU, fp16 on a GPU (train.device.resolve_precision)
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
