@@ -12,7 +12,7 @@ the numbers are compute, not decoding.
 padding and loss options; ``batch_size`` centre crops of ``crop`` pixels), fcnseg's
 step only; ``--bf16`` adds bf16 autocast on a CPU (always timed on a GPU):
 
-    python bench/train_throughput.py --recipe camvid-fcn8s-trainval --bf16 --steps 5 \
+    python bench/train_throughput.py --recipe camvid-fcn8s-trainval --bf16 --compile --steps 5 \
         --out bench/results/train_cpu_camvid-trainval.json
 """
 

@@ -287,6 +287,8 @@ def train(
         cfg = _check_setup(cfg, ctx)
         if ctx.is_main:
             run.check(resume=resume, overwrite=overwrite)
+            # after the checks, so that a refused run gets its one error line alone
+            warn_emulated_bf16(resolve_precision(cfg.precision, ctx.device), ctx.device)
         ckpt = _resume_point(run, cfg, force) if resume else None
         end = cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)
         if ckpt is not None and ckpt["iteration"] >= end:  # nothing left to do
@@ -298,7 +300,7 @@ def train(
 def _check_setup(cfg: TrainConfig, ctx: Context) -> TrainConfig:
     """``cfg`` with its precision made concrete for this device (``auto``: see
     :func:`~fcnseg.train.device.resolve_precision`; config.json and checkpoints record the
-    one used), warning of emulated bf16. Refuses a global batch the ranks cannot share, and
+    one used). Refuses a global batch the ranks cannot share, and
     a precision the device lacks (fp16 on a CPU, as inference does)."""
     dtype = resolve_precision(cfg.precision, ctx.device)
     if cfg.batch_size % ctx.world:
@@ -311,8 +313,6 @@ def _check_setup(cfg: TrainConfig, ctx: Context) -> TrainConfig:
             f"batch_size (--batch-size) {cfg.batch_size}: whole-image training (no --crop) "
             "takes 1 image per rank; set --crop for larger batches"
         )
-    if ctx.is_main:
-        warn_emulated_bf16(dtype, ctx.device)
     return cfg.replace(precision=PRECISION_NAMES[dtype])
 
 
