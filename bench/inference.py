@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import describe
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -265,11 +265,7 @@ def main() -> None:
                   f"agree {100 * rows[-1]['agreement']:.2f}%", flush=True)  # fmt: skip
 
     result = {
-        "machine": {
-            "cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": device, "cpu_bf16": cpu_has_fast_bf16(),
-            "python": platform.python_version(),
-        },
+        "machine": {**describe(), "device": device, "cpu_bf16": cpu_has_fast_bf16()},
         "fp32_matmul_gflops": fp32_rate / 1e9, "bf16_matmul_gflops": bf16_rate / 1e9,
         "rows": rows,
     }  # fmt: skip
@@ -293,20 +289,11 @@ def _name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, device {m['device']}; "
+        f"Machine: {m['cpu']} (flags {' '.join(m.get('flags', [])) or 'unrecorded'}), "
+        f"{m['threads']} threads, torch {m['torch']}, device {m['device']}; "
         f"matmul floors fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, "
         f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s (nan: no native bf16).",
         "",
