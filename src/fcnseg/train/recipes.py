@@ -56,7 +56,7 @@ _SIFTFLOW = _VOC.replace(
 # From scratch on CamVid (no ImageNet weights here): a narrow batch-norm FCN-8s
 # with the efficient geometry (pad 1: a 240 crop costs a third of the reference's
 # 440x440 padded input), random crops, mean loss with median-frequency class
-# weights, AdamW with poly decay. About 45 minutes on 2 CPU cores.
+# weights, AdamW with poly decay. About 45 minutes to an hour on 2 CPU cores (README).
 _CAMVID = TrainConfig(
     model="fcn8s",
     width=0.25,
