@@ -292,7 +292,7 @@ def _name(dtype: torch.dtype) -> str:
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
-        f"Machine: {m['cpu']} (flags {' '.join(m.get('flags', [])) or 'unrecorded'}), "
+        f"Machine: {m['cpu']} (flags: {' '.join(m['flags']) or 'none listed'}), "
         f"{m['threads']} threads, torch {m['torch']}, device {m['device']}; "
         f"matmul floors fp32 {result['fp32_matmul_gflops']:.0f} GFLOP/s, "
         f"bf16 {result['bf16_matmul_gflops']:.0f} GFLOP/s (nan: no native bf16).",
