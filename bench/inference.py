@@ -35,7 +35,7 @@ from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.export import OnnxModel, export_onnx
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.nets.upsample import bilinear_kernel
-from fcnseg.train.device import cpu_has_fast_bf16, resolve_precision
+from fcnseg.train.device import PRECISION_NAMES, cpu_has_fast_bf16, resolve_precision
 
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid" / "val"
 
@@ -206,7 +206,7 @@ def main() -> None:
     # path -> (make the runner, the eager fp32 model whose FLOPs it computes)
     paths = {
         "(a) port: pad 100, dense deconv, fp32": (lambda: port.to(device), port),
-        f"fcnseg default ({_name(default)}, channels_last{fc})": (seg(), reference),
+        f"fcnseg default ({PRECISION_NAMES[default]}, channels_last{fc})": (seg(), reference),
         f"fcnseg fp32, NCHW (cheap upsampling{fc})": (
             seg(precision="fp32", channels_last=False), reference),
         "+ channels_last": (seg(precision="fp32"), reference),
@@ -283,10 +283,6 @@ def _on(model: nn.Module, device: str):
         return model(x.to(device))
 
     return run
-
-
-def _name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def markdown(result: dict) -> str:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from fcnseg.train.device import cpu_flags
+
 # The instruction sets that decide which kernels run (fp32 / bf16 / int8 dot products).
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 ENGINES = ("onnxruntime", "openvino")  # the other engines a bench may time, where installed
@@ -35,10 +37,9 @@ def describe() -> dict:
     for name in ENGINES:
         with contextlib.suppress(ImportError):
             versions[name] = importlib.import_module(name).__version__
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
+    flags = cpu_flags()
     return {
-        "cpu": info.get("model name") or platform.processor(),
+        "cpu": _cpuinfo().get("model name") or platform.processor(),
         "cores": len(os.sched_getaffinity(0)),
         "flags": [f for f in FLAGS if f in flags],
         "torch": torch.__version__,
