@@ -8,7 +8,7 @@ the engine), ``deploy`` (inference and export), then the ``fcnseg`` command.
 from fcnseg.data.info import IGNORE_INDEX, DataError
 from fcnseg.data.registry import build_dataset
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.errors import UserError
+from fcnseg.errors import FcnsegWarning, UserError
 from fcnseg.nets.convolutionalize import convolutionalize
 from fcnseg.nets.fcn import FCN
 from fcnseg.nets.geometry import CoordMap, coord_map, crop_offset
@@ -26,6 +26,7 @@ __all__ = [
     "ConfusionMatrix",
     "CoordMap",
     "DataError",
+    "FcnsegWarning",
     "ModelConfig",
     "Segmenter",
     "Upsample",

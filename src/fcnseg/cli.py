@@ -8,6 +8,7 @@ import functools
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,10 +19,10 @@ from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS, MAX_PIXELS_ENV
 from fcnseg.data.info import DataError, DatasetInfo
 from fcnseg.data.registry import DATASETS
 from fcnseg.deploy.backend import BACKEND_ENV, BACKENDS, default_backend
-from fcnseg.errors import ConfigError, UserError
+from fcnseg.errors import ConfigError, FcnsegWarning, UserError
 from fcnseg.nets.weights import NORMALIZATIONS
 from fcnseg.train.config import FIELD_TYPES, TrainConfig, build_val_set, num_heads, option_name
-from fcnseg.train.device import PRECISIONS, warn_emulated_bf16
+from fcnseg.train.device import PRECISIONS
 from fcnseg.train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 
 FIELD_HELP = {
@@ -287,7 +288,7 @@ def _segmenter(args: argparse.Namespace, **kwargs):
     test-time augmentation ask for (``predict``, ``eval``)."""
     from fcnseg.deploy.inference import Segmenter
 
-    seg = Segmenter.from_checkpoint(
+    return Segmenter.from_checkpoint(
         args.checkpoint,
         backend=args.backend or default_backend(),
         precision=args.precision,
@@ -297,8 +298,6 @@ def _segmenter(args: argparse.Namespace, **kwargs):
         **_tta(args),
         **kwargs,
     )
-    warn_emulated_bf16(seg.dtype, seg.device)
-    return seg
 
 
 def _eval_heads(args: argparse.Namespace, cfg: TrainConfig, dataset) -> int:
@@ -873,12 +872,29 @@ def user_error_message(error: BaseException) -> str | None:
     return None
 
 
+def _one_line_warnings(show: Callable) -> Callable:
+    """A ``warnings.showwarning`` for the command line: ours (:class:`FcnsegWarning`) as
+    one ``warning:`` line on stderr, without the source line a library user is shown;
+    the rest as ``show`` shows them."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, FcnsegWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``fcnseg`` command; the exit status: 0 done, 2 a user error (one line
-    on stderr, see :func:`user_error_message`), 130 interrupted. Bugs raise."""
+    on stderr, see :func:`user_error_message`), 130 interrupted. Bugs raise. Warnings
+    of ours are one line on stderr (:func:`_one_line_warnings`)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return args.func(args)
     except KeyboardInterrupt:
         print("fcnseg: interrupted", file=sys.stderr)
         return 130

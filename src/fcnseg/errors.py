@@ -1,4 +1,5 @@
-"""The one error type the command line reports as a line instead of a traceback."""
+"""The error type the command line reports as a line instead of a traceback, and the
+warning type it shows as one line."""
 
 
 class UserError(Exception):
@@ -11,3 +12,8 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A configuration value or command-line option outside what is allowed."""
+
+
+class FcnsegWarning(UserWarning):
+    """Something that works but not as the user likely wants (a warning, not an error);
+    the command line prints its message as one ``warning:`` line on stderr."""

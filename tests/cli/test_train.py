@@ -7,6 +7,7 @@ import torch
 
 from fcnseg.cli import build_parser, main
 from fcnseg.data.synthetic import SyntheticDataset
+from fcnseg.train import device
 from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.run import RunFolder
@@ -126,3 +127,15 @@ def test_an_empty_validation_split_says_which(tmp_path, capsys):
     err = one_line_error(capsys)
     assert err.startswith("fcnseg: error: validation data: ") and "split 'val' is empty" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "warns"), [("avx2", True), ("avx2 amx_bf16", False)])
+def test_emulated_bf16_is_one_warning_line(tmp_path, monkeypatch, capsys, flags, warns):
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    assert main(["train", "--out", str(tmp_path / "run"), *TINY, "--precision", "bf16",
+                 "--quiet"]) == 0  # fmt: skip
+    warned = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
+    assert warned == ["warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 "
+                      "or AMX), so it is emulated and runs many times slower than fp32; "
+                      "--precision auto picks fp32 here"] * warns  # fmt: skip

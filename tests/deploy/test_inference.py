@@ -1,4 +1,5 @@
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,9 @@ import torch.nn.functional as F
 import fcnseg
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.inference import Segmenter
+from fcnseg.train import device
 from fcnseg.train.checkpoint import save_checkpoint
+from fcnseg.train.device import EmulatedBf16Warning
 from tests.conftest import (
     dusk_with_bright_sky,
     randomize_scores,
@@ -51,6 +54,7 @@ def test_predict_batches_mixed_sizes(model):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.filterwarnings("ignore::fcnseg.train.device.EmulatedBf16Warning")  # on AVX2
 def test_bf16_inference_runs_in_bf16_and_agrees_with_fp32(model):
     # smooth inputs: the untrained net answers noise with one class everywhere
     x = 2 * F.interpolate(torch.randn(2, 3, 3, 4), size=(45, 61), mode="bilinear")
@@ -65,6 +69,21 @@ def test_bf16_inference_runs_in_bf16_and_agrees_with_fp32(model):
     assert 0 < error < 0.05 * reference.abs().max().item()  # rounded, yet close
     assert len(reference.argmax(1).unique()) > 1
     assert (low.argmax(1) == reference.argmax(1)).float().mean() > 0.95
+
+
+@pytest.mark.parametrize(("flags", "precision", "warns"),
+                         [("avx2", "bf16", True), ("avx2", "auto", False),
+                          ("avx2 avx512_bf16", "bf16", False)])  # fmt: skip
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_of(model, tmp_path, monkeypatch, flags,
+                                                     precision, warns):  # fmt: skip
+    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seg = Segmenter(copy.deepcopy(model), precision=precision, device="cpu")
+    assert seg.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    assert [w.category for w in caught] == [EmulatedBf16Warning] * warns
+    assert all(w.filename == __file__ for w in caught)  # points at the caller's line
 
 
 def test_onnx_export_matches_torch(model, tmp_path):

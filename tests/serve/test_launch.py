@@ -3,14 +3,20 @@ workers answer on one port."""
 
 import os
 import sys
+import warnings
 
 import httpx
 import numpy as np
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from bench.serve_load import fcnseg_serve, scrape_workers
 from fcnseg.cli import main
+from fcnseg.serve.app import OPTIONS_ENV, app_from_environment, create_app
+from fcnseg.serve.config import ServeOptions
+from fcnseg.train import device
+from fcnseg.train.device import EmulatedBf16Warning
 from tests.serve.conftest import png_bytes
 
 SERVE_MODULES = ("fcnseg.serve.launch", "fcnseg.serve.app", "fcnseg.serve.uploads",
@@ -77,6 +83,29 @@ def test_one_worker_serves_the_loaded_app(checkpoint, capsys, no_server):
     assert config["limit_concurrency"] == 9 and "workers" not in config
     assert "/v1/segment" in {route.path for route in app.routes}
     assert "http://127.0.0.1:8123/ with 1 worker" in capsys.readouterr().out
+
+
+def test_emulated_bf16_is_one_line_from_serve_and_not_repeated_by_workers(
+    checkpoint, tmp_path, monkeypatch, capsys, no_server
+):
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    monkeypatch.setenv(OPTIONS_ENV, "")  # serve sets it for the workers: undone after
+    assert main(["serve", str(checkpoint), "--workers", "2", "--precision", "bf16",
+                 "--device", "cpu"]) == 0  # fmt: skip
+    warned = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
+    assert warned == ["warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 or "
+                      "AMX), so it is emulated and runs many times slower than fp32; "
+                      "--precision auto picks fp32 here"]  # fmt: skip
+    [(app, config)] = no_server
+    assert config["workers"] == 2
+    options = ServeOptions.from_json(os.environ[OPTIONS_ENV])
+    for make, expected in ((lambda: create_app(options), 1), (app_from_environment, 0)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with TestClient(make()) as client:  # a worker starting: it loads the model
+                assert client.get("/readyz").status_code == 200
+        assert [w.category for w in caught].count(EmulatedBf16Warning) == expected
 
 
 def test_two_workers_answer_on_one_port(checkpoint, tmp_path):

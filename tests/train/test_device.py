@@ -1,9 +1,16 @@
+import warnings
+
 import pytest
 import torch
 
 from fcnseg.errors import ConfigError
 from fcnseg.train import device
-from fcnseg.train.device import resolve_precision, select_device, warn_emulated_bf16
+from fcnseg.train.device import (
+    EmulatedBf16Warning,
+    resolve_precision,
+    select_device,
+    warn_emulated_bf16,
+)
 
 CPU = torch.device("cpu")
 CPUINFO = """processor\t: 0
@@ -77,11 +84,12 @@ def test_unknown_device_names(monkeypatch, name):
     [("", torch.bfloat16, CPU, True), ("avx512_bf16", torch.bfloat16, CPU, False),
      ("", torch.float32, CPU, False), ("", torch.bfloat16, torch.device("cuda"), False)],
 )  # fmt: skip
-def test_emulated_bf16_is_warned_of_in_one_line(tmp_path, monkeypatch, capsys, extra, dtype,
-                                                dev, warns):  # fmt: skip
+def test_emulated_bf16_is_warned_of(tmp_path, monkeypatch, extra, dtype, dev, warns):
     (tmp_path / "cpuinfo").write_text(CPUINFO.format(extra=extra))
     monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
-    assert warn_emulated_bf16(dtype, dev) == warns
-    out = capsys.readouterr()
-    assert out.out == "" and out.err.count("\n") == int(warns)
-    assert out.err.startswith("warning: --precision bf16: ") == warns
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert warn_emulated_bf16(dtype, dev) == warns
+    assert [w.category for w in caught] == [EmulatedBf16Warning] * warns
+    assert all(str(w.message).startswith("--precision bf16: this CPU has no native bf16")
+               for w in caught)  # fmt: skip

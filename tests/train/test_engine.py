@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from fcnseg.data.transforms import eval_transform
 from fcnseg.train import device
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.config import TrainConfig
+from fcnseg.train.device import EmulatedBf16Warning
 from fcnseg.train.engine import StreamSampler, evaluate, lr_factor, train
 from fcnseg.train.loss import enet_weights, median_frequency_weights
 from fcnseg.train.recipes import RECIPES, get_recipe
@@ -157,22 +159,25 @@ def test_bf16_training_computes_in_bf16(tmp_path, monkeypatch):
      ("bf16", "avx2", "bf16", True), ("bf16", "avx2 amx_bf16", "bf16", False)],
 )  # fmt: skip
 def test_precision_follows_the_cpu_and_is_recorded(
-    tmp_path, monkeypatch, capsys, precision, flags, expected, warns
+    tmp_path, monkeypatch, precision, flags, expected, warns
 ):
     """``auto`` is made concrete from the CPU's flags (config.json and the checkpoint say
-    which ran); bf16 emulated on a CPU without native bf16 is warned of, on stderr."""
+    which ran); bf16 emulated on a CPU without native bf16 is warned of."""
     (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
     monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
     seen = []
     _hooked(monkeypatch, lambda m: m.fc6.register_forward_hook(
         lambda module, args, out: seen.append(out.dtype) if module.training else None))  # fmt: skip
-    train(TINY.replace(precision=precision, iterations=1, batch_norm=False), tmp_path / "run",
-          progress=False)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(TINY.replace(precision=precision, iterations=1, batch_norm=False),
+              tmp_path / "run", progress=False)  # fmt: skip
     assert set(seen) == {getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[expected])}
     assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == expected
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["precision"] == expected
-    err = capsys.readouterr().err
-    assert ("warning: --precision bf16: this CPU has no native bf16" in err) == warns
+    assert [w.category for w in caught if w.category is EmulatedBf16Warning] == (
+        [EmulatedBf16Warning] * warns
+    )
 
 
 def spy(monkeypatch, fn, name: str) -> list:

@@ -37,6 +37,7 @@ from fcnseg.train.device import (
     memory_format,
     resolve_precision,
     select_device,
+    warn_emulated_bf16,
 )
 
 ImageLike = str | os.PathLike | np.ndarray | Image.Image
@@ -69,7 +70,8 @@ class Segmenter:
             :class:`~fcnseg.deploy.engines.EngineModel` (which runs in its own precision:
             then ``precision`` is ``auto`` or that one).
         precision: ``auto`` (bf16 where the hardware has it, else fp32), ``fp32``,
-            ``bf16`` or ``fp16`` (GPU).
+            ``bf16`` or ``fp16`` (GPU); bf16 on a CPU that emulates it warns
+            (:class:`~fcnseg.train.device.EmulatedBf16Warning`).
         device: where to run; default CUDA if available, else CPU.
         compile: wrap the model in ``torch.compile``; a string is its ``mode``
             (``"reduce-overhead"`` replays CUDA graphs on a GPU).
@@ -115,6 +117,7 @@ class Segmenter:
             self.precision = model.precision
         else:
             self.dtype = resolve_precision(precision, self.device)
+            warn_emulated_bf16(self.dtype, self.device)
             self.precision = PRECISION_NAMES[self.dtype]
             self.memory_format = memory_format(channels_last)
             model = prepare_for_inference(model, self.device, self.dtype, channels_last)

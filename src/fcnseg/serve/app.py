@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -33,6 +34,7 @@ from fcnseg.serve.batcher import MicroBatcher, NotRunning, QueueFull
 from fcnseg.serve.config import ServeOptions
 from fcnseg.serve.metrics import Metrics, MetricsMiddleware
 from fcnseg.serve.uploads import Rejected, decode_image, read_upload
+from fcnseg.train.device import EmulatedBf16Warning
 
 OPTIONS_ENV = "FCNSEG_SERVE_OPTIONS"
 """Environment variable holding :meth:`ServeOptions.to_json` for
@@ -255,5 +257,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app for the options in ``$FCNSEG_SERVE_OPTIONS`` (uvicorn's ``--factory``)."""
+    """The app for the options in ``$FCNSEG_SERVE_OPTIONS`` (uvicorn's ``--factory``):
+    a worker's, whose process does nothing else."""
+    # `fcnseg serve` loaded the model once before starting the workers and warned then;
+    # each of N workers would repeat it, in Python's two-line format
+    warnings.filterwarnings("ignore", category=EmulatedBf16Warning)
     return create_app(ServeOptions.from_json(os.environ[OPTIONS_ENV]))

@@ -9,7 +9,6 @@ import uvicorn
 from fcnseg.errors import ConfigError
 from fcnseg.serve.app import OPTIONS_ENV, create_app, load_segmenter
 from fcnseg.serve.config import ServeOptions
-from fcnseg.train.device import warn_emulated_bf16
 
 
 def serve(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000,
@@ -25,7 +24,6 @@ def serve(options: ServeOptions, *, host: str = "127.0.0.1", port: int = 8000,
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port}: must be from 1 to 65535")
     segmenter = load_segmenter(options)
-    warn_emulated_bf16(segmenter.dtype, segmenter.device)
     print(f"fcnseg serve: {options.checkpoint} ({segmenter.backend}, {segmenter.device}) on "
           f"http://{host}:{port}/ with {workers} worker{'s' if workers > 1 else ''}")  # fmt: skip
     config = {"host": host, "port": port, "limit_concurrency": options.limits.max_connections,

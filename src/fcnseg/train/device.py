@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-from fcnseg.errors import ConfigError
+from fcnseg.errors import ConfigError, FcnsegWarning
 
 CPUINFO = Path("/proc/cpuinfo")
 """Where Linux lists the CPU's instruction-set flags (read by :func:`cpu_flags`)."""
@@ -109,20 +109,25 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+class EmulatedBf16Warning(FcnsegWarning):
+    """bf16 asked for on a CPU that emulates it (see :func:`warn_emulated_bf16`)."""
+
+
 def warn_emulated_bf16(dtype: torch.dtype, device: torch.device) -> bool:
-    """Print one warning line on stderr when ``dtype`` is bf16 on a CPU without native bf16
-    arithmetic: it is emulated there and runs many times slower than fp32 (about 10x for
-    the CamVid recipe's training on an AVX2-only EPYC, ``bench/train_throughput.py``).
+    """Warn (:class:`EmulatedBf16Warning`) when ``dtype`` is bf16 on a CPU without native
+    bf16 arithmetic: it is emulated there and runs many times slower than fp32 (about 10x
+    for the CamVid recipe's training on an AVX2-only EPYC, ``bench/train_throughput.py``).
 
     Returns:
         Whether it warned.
     """
     if dtype != torch.bfloat16 or device.type != "cpu" or cpu_has_fast_bf16():
         return False
-    print(
-        "warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it "
-        "is emulated and runs many times slower than fp32; --precision auto picks fp32 here",
-        file=sys.stderr,
+    warnings.warn(
+        "--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it is "
+        "emulated and runs many times slower than fp32; --precision auto picks fp32 here",
+        EmulatedBf16Warning,
+        stacklevel=3,  # the caller's caller: who asked for bf16 (train, Segmenter)
     )
     return True
 
