@@ -5,6 +5,11 @@ import pytest
 import torch
 
 CAMVID = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
+EMULATED_BF16_LINE = (
+    "warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it is "
+    "emulated and runs many times slower than fp32; --precision auto picks fp32 here"
+)
+"""What the command line prints when bf16 is asked for on a CPU that emulates it."""
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +26,18 @@ def _private_cache(tmp_path_factory):
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         mp.setenv("FCNSEG_BACKEND", "torch")
         yield
+
+
+@pytest.fixture
+def cpu_with(tmp_path, monkeypatch):
+    """``cpu_with(flags)`` makes fcnseg read a /proc/cpuinfo whose CPU has ``flags``."""
+    from fcnseg.train import device
+
+    def fake(flags: str) -> None:
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+        monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+
+    return fake
 
 
 def randomize_scores(model: torch.nn.Module, std: float = 0.01) -> torch.nn.Module:

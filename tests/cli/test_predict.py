@@ -11,10 +11,9 @@ from PIL import Image
 from fcnseg.cli import main
 from fcnseg.data.images import read_label
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.train import device
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from tests.cli.replay import folder_dataset
-from tests.conftest import randomize_scores
+from tests.conftest import EMULATED_BF16_LINE, randomize_scores
 from tests.data.test_images import write_blank_png
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -207,17 +206,14 @@ def test_out_that_is_a_file_is_named_so(checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("flags", "warns"), [("avx2", True), ("avx2 avx512_bf16", False)])
-def test_bf16_on_a_cpu_without_it_is_warned_of_in_one_line(checkpoint, tmp_path, monkeypatch,
+def test_bf16_on_a_cpu_without_it_is_warned_of_in_one_line(checkpoint, tmp_path, cpu_with,
                                                           capsys, flags, warns):  # fmt: skip
-    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
-    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    cpu_with(flags)
     photos(tmp_path / "photos", {"a.png": (20, 24)})
     assert main(["predict", str(checkpoint), str(tmp_path / "photos"), "--out",
                  str(tmp_path / "out"), "--backend", "torch", "--precision", "bf16",
                  "--device", "cpu"]) == 0  # fmt: skip
     out = capsys.readouterr()
     warnings = [line for line in out.err.splitlines() if line.startswith("warning: ")]
-    assert warnings == (["warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 "
-                         "or AMX), so it is emulated and runs many times slower than fp32; "
-                         "--precision auto picks fp32 here"] if warns else [])  # fmt: skip
+    assert warnings == [EMULATED_BF16_LINE] * warns
     assert "running torch bf16" in out.out and (tmp_path / "out" / "a.png").is_file()

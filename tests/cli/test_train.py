@@ -7,11 +7,11 @@ import torch
 
 from fcnseg.cli import build_parser, main
 from fcnseg.data.synthetic import SyntheticDataset
-from fcnseg.train import device
 from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.run import RunFolder
 from tests.cli.conftest import TINY
+from tests.conftest import EMULATED_BF16_LINE
 from tests.train.test_run import folder_data
 
 
@@ -130,12 +130,9 @@ def test_an_empty_validation_split_says_which(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("flags", "warns"), [("avx2", True), ("avx2 amx_bf16", False)])
-def test_emulated_bf16_is_one_warning_line(tmp_path, monkeypatch, capsys, flags, warns):
-    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
-    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+def test_emulated_bf16_is_one_warning_line(tmp_path, cpu_with, capsys, flags, warns):
+    cpu_with(flags)
     assert main(["train", "--out", str(tmp_path / "run"), *TINY, "--precision", "bf16",
                  "--quiet"]) == 0  # fmt: skip
     warned = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
-    assert warned == ["warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 "
-                      "or AMX), so it is emulated and runs many times slower than fp32; "
-                      "--precision auto picks fp32 here"] * warns  # fmt: skip
+    assert warned == [EMULATED_BF16_LINE] * warns

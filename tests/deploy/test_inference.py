@@ -9,7 +9,6 @@ import torch.nn.functional as F
 import fcnseg
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.train import device
 from fcnseg.train.checkpoint import save_checkpoint
 from fcnseg.train.device import EmulatedBf16Warning
 from tests.conftest import (
@@ -74,10 +73,9 @@ def test_bf16_inference_runs_in_bf16_and_agrees_with_fp32(model):
 @pytest.mark.parametrize(("flags", "precision", "warns"),
                          [("avx2", "bf16", True), ("avx2", "auto", False),
                           ("avx2 avx512_bf16", "bf16", False)])  # fmt: skip
-def test_bf16_on_a_cpu_that_emulates_it_is_warned_of(model, tmp_path, monkeypatch, flags,
-                                                     precision, warns):  # fmt: skip
-    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
-    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_of(model, cpu_with, flags, precision,
+                                                     warns):  # fmt: skip
+    cpu_with(flags)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         seg = Segmenter(copy.deepcopy(model), precision=precision, device="cpu")

@@ -15,8 +15,8 @@ from bench.serve_load import fcnseg_serve, scrape_workers
 from fcnseg.cli import main
 from fcnseg.serve.app import OPTIONS_ENV, app_from_environment, create_app
 from fcnseg.serve.config import ServeOptions
-from fcnseg.train import device
 from fcnseg.train.device import EmulatedBf16Warning
+from tests.conftest import EMULATED_BF16_LINE
 from tests.serve.conftest import png_bytes
 
 SERVE_MODULES = ("fcnseg.serve.launch", "fcnseg.serve.app", "fcnseg.serve.uploads",
@@ -86,17 +86,14 @@ def test_one_worker_serves_the_loaded_app(checkpoint, capsys, no_server):
 
 
 def test_emulated_bf16_is_one_line_from_serve_and_not_repeated_by_workers(
-    checkpoint, tmp_path, monkeypatch, capsys, no_server
+    checkpoint, cpu_with, monkeypatch, capsys, no_server
 ):
-    (tmp_path / "cpuinfo").write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
-    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    cpu_with("avx2")
     monkeypatch.setenv(OPTIONS_ENV, "")  # serve sets it for the workers: undone after
     assert main(["serve", str(checkpoint), "--workers", "2", "--precision", "bf16",
                  "--device", "cpu"]) == 0  # fmt: skip
     warned = [line for line in capsys.readouterr().err.splitlines() if "bf16" in line]
-    assert warned == ["warning: --precision bf16: this CPU has no native bf16 (AVX512-BF16 or "
-                      "AMX), so it is emulated and runs many times slower than fp32; "
-                      "--precision auto picks fp32 here"]  # fmt: skip
+    assert warned == [EMULATED_BF16_LINE]
     [(app, config)] = no_server
     assert config["workers"] == 2
     options = ServeOptions.from_json(os.environ[OPTIONS_ENV])

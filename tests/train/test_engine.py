@@ -14,7 +14,6 @@ import fcnseg.train.config as config
 import fcnseg.train.engine as engine
 from fcnseg.data.synthetic import SyntheticDataset
 from fcnseg.data.transforms import eval_transform
-from fcnseg.train import device
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.device import EmulatedBf16Warning
@@ -135,6 +134,7 @@ def _hooked(monkeypatch, edit):
     monkeypatch.setattr(engine, "make_model", make_model)
 
 
+@pytest.mark.filterwarnings("ignore::fcnseg.train.device.EmulatedBf16Warning")  # on AVX2
 def test_bf16_training_computes_in_bf16(tmp_path, monkeypatch):
     seen = []
 
@@ -159,12 +159,11 @@ def test_bf16_training_computes_in_bf16(tmp_path, monkeypatch):
      ("bf16", "avx2", "bf16", True), ("bf16", "avx2 amx_bf16", "bf16", False)],
 )  # fmt: skip
 def test_precision_follows_the_cpu_and_is_recorded(
-    tmp_path, monkeypatch, precision, flags, expected, warns
+    tmp_path, monkeypatch, cpu_with, precision, flags, expected, warns
 ):
     """``auto`` is made concrete from the CPU's flags (config.json and the checkpoint say
     which ran); bf16 emulated on a CPU without native bf16 is warned of."""
-    (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
-    monkeypatch.setattr(device, "CPUINFO", tmp_path / "cpuinfo")
+    cpu_with(flags)
     seen = []
     _hooked(monkeypatch, lambda m: m.fc6.register_forward_hook(
         lambda module, args, out: seen.append(out.dtype) if module.training else None))  # fmt: skip
