@@ -834,9 +834,15 @@ def _add_listings(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import torch
+
+    from fcnseg import __version__
+
     parser = argparse.ArgumentParser(
         prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
     )
+    parser.add_argument("--version", action="version",
+                        version=f"fcnseg {__version__} (torch {torch.__version__})")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_train, _add_eval, _add_predict, _add_export, _add_quantize, _add_report,
                 _add_serve, _add_convert_caffe, _add_listings):  # fmt: skip

@@ -1,11 +1,22 @@
+import importlib.metadata
 import json
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.data.images import read_label
 from tests.cli.conftest import TINY
+
+
+def test_version_names_the_installed_package_and_torch(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    expected = f"fcnseg {importlib.metadata.version('fcnseg')} (torch {torch.__version__})"
+    assert capsys.readouterr().out.strip() == expected
 
 
 def test_models_prints_geometry(capsys):
