@@ -102,7 +102,9 @@ def choose_backend(
         want = precision if precision != "auto" else float_precision(flags)
         if want not in AUTO_ORDER:
             raise ConfigError(f"--precision {precision}: on a CPU choose auto, fp32 or bf16")
-        engine = next(e for e in AUTO_ORDER[want] if e == "torch" or e in installed)
+        # Without native bf16 OpenVINO would quietly compute fp32; torch emulates bf16 (and warns)
+        order = AUTO_ORDER[want] if want != "bf16" or native_bf16 else ("torch",)
+        engine = next(e for e in order if e == "torch" or e in installed)
         cpu = "AMX/AVX512-BF16 CPU" if native_bf16 else "CPU without native bf16"
         return BackendChoice(engine, want, f"auto: {cpu}, {_installed(installed)}")
     if backend == "torch":
