@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnseg import __version__
 from fcnseg.data.dataset import SegmentationDataset, Transform
 from fcnseg.data.images import BYTES_PER_PIXEL, MAX_PIXELS, MAX_PIXELS_ENV
 from fcnseg.data.info import DataError, DatasetInfo
@@ -835,8 +836,6 @@ def _add_listings(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     import torch
-
-    from fcnseg import __version__
 
     parser = argparse.ArgumentParser(
         prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."

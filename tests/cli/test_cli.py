@@ -12,9 +12,9 @@ from tests.cli.conftest import TINY
 
 
 def test_version_names_the_installed_package_and_torch(capsys):
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as raised:
         main(["--version"])
-    assert exit.value.code == 0
+    assert raised.value.code == 0
     expected = f"fcnseg {importlib.metadata.version('fcnseg')} (torch {torch.__version__})"
     assert capsys.readouterr().out.strip() == expected
 

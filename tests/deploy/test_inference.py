@@ -73,15 +73,19 @@ def test_bf16_inference_runs_in_bf16_and_agrees_with_fp32(model):
 @pytest.mark.parametrize(("flags", "precision", "warns"),
                          [("avx2", "bf16", True), ("avx2", "auto", False),
                           ("avx2 avx512_bf16", "bf16", False)])  # fmt: skip
-def test_bf16_on_a_cpu_that_emulates_it_is_warned_of(model, cpu_with, flags, precision,
-                                                     warns):  # fmt: skip
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_of(model, tmp_path, cpu_with, flags,
+                                                     precision, warns):  # fmt: skip
     cpu_with(flags)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         seg = Segmenter(copy.deepcopy(model), precision=precision, device="cpu")
-    assert seg.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
-    assert [w.category for w in caught] == [EmulatedBf16Warning] * warns
-    assert all(w.filename == __file__ for w in caught)  # points at the caller's line
+        loaded = Segmenter.from_checkpoint(save_tiny_checkpoint(tmp_path / "tiny.pt"),
+                                           backend="torch", precision=precision,
+                                           device="cpu")  # fmt: skip
+    assert seg.dtype == loaded.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    ours = [w for w in caught if w.category is EmulatedBf16Warning]
+    assert len(ours) == 2 * warns
+    assert {w.filename for w in ours} <= {__file__}  # the user's lines, not fcnseg's
 
 
 def test_onnx_export_matches_torch(model, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -127,9 +129,19 @@ def warn_emulated_bf16(dtype: torch.dtype, device: torch.device) -> bool:
         "--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so it is "
         "emulated and runs many times slower than fp32; --precision auto picks fp32 here",
         EmulatedBf16Warning,
-        stacklevel=3,  # the caller's caller: who asked for bf16 (train, Segmenter)
+        stacklevel=_first_frame_outside_fcnseg(),
     )
     return True
+
+
+def _first_frame_outside_fcnseg() -> int:
+    """The ``stacklevel`` (counted from its caller) of the first frame outside this package:
+    a warning points at the user's line that asked, not at fcnseg's own calls."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = sys._getframe(1), 1  # our caller, who warns: stacklevel 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
