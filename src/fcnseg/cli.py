@@ -329,7 +329,7 @@ def _eval_heads(args: argparse.Namespace, cfg: TrainConfig, dataset) -> int:
     results = evaluate_heads(model, sets, device, wrap=tta, batch_size=args.batch_size,
                              channels_last=args.channels_last)  # fmt: skip
     print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {len(sets)} heads, "
-          f"{time.time() - tic:.1f} s")  # fmt: skip
+          f"{time.time() - tic:.1f} s on torch fp32")  # fmt: skip
     for data, metrics in zip(sets, results, strict=True):
         print(f"\n{data.info.name}\n{format_table(metrics, data.info.classes)}")
         if "warning" in metrics:

@@ -198,6 +198,7 @@ def test_both_heads_of_a_sift_flow_net(siftflow, tmp_path, capsys):  # noqa: F81
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "\nsiftflow\n" in printed and "\nsiftflow-geometric\n" in printed
+    assert "2 heads" in printed and "s on torch fp32" in printed  # what ran, as a one-head eval
     result = json.loads(out.read_text())
     heads = result["heads"]
     assert [h["dataset"] for h in heads] == ["siftflow", "siftflow-geometric"]
