@@ -84,3 +84,11 @@ def dusk_with_bright_sky() -> np.ndarray:
     image = np.random.default_rng(0).integers(0, 40, (40, 52, 3), dtype=np.uint8)
     image[:12] = 250
     return image
+
+
+def one_line_error(capsys) -> str:
+    """The command's stderr, checked to be one ``fcnseg: error:`` line after any progress
+    bar (which redraws its line with carriage returns)."""
+    err = capsys.readouterr().err.split("\r")[-1].strip()
+    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
+    return err

@@ -863,13 +863,15 @@ def user_error_message(error: BaseException) -> str | None:
     - :class:`~fcnseg.errors.UserError` (ConfigError, DataError, WeightsError, ...):
       a flag, config value or file fcnseg cannot use; its message names it.
     - FloatingPointError: the training loss diverged; the message names the lr.
+    - :class:`~fcnseg.errors.FcnsegWarning` raised as an error, as ``-W error`` or
+      ``PYTHONWARNINGS=error`` ask: the warning's own line.
     - OSError with an errno in :data:`USER_ERRNOS` (permission denied, disk full,
       is a directory, ...): the file it names and the system's reason.
 
     Anything else, a bare ValueError or KeyError included, is a bug in fcnseg and
     keeps its traceback: code that a user's input can reach raises a UserError.
     """
-    if isinstance(error, UserError | FloatingPointError):
+    if isinstance(error, UserError | FcnsegWarning | FloatingPointError):
         return str(error)
     if isinstance(error, OSError) and error.errno in USER_ERRNOS:
         reason = error.strerror or str(error)

@@ -19,8 +19,8 @@ from fcnseg.data.registry import DATASETS
 from fcnseg.data.voc import VOC_CLASSES
 from fcnseg.nets.reference_weights import REFERENCE_WEIGHTS
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
-from tests.cli.test_predict import normalize_by_hand, one_line_error, photos
-from tests.conftest import randomize_scores
+from tests.cli.test_predict import normalize_by_hand, photos
+from tests.conftest import one_line_error, randomize_scores
 from tests.nets.caffe_writer import write_caffemodel
 from tests.nets.test_caffe_convert import assert_same_logits, caffe_layers
 

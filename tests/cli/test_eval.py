@@ -12,7 +12,7 @@ import fcnseg
 from fcnseg.cli import main
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from fcnseg.train.engine import json_safe
-from tests.conftest import randomize_scores, save_balanced_checkpoints
+from tests.conftest import one_line_error, randomize_scores, save_balanced_checkpoints
 from tests.data.test_siftflow import siftflow  # noqa: F401 (the fixture)
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu", "per_class_acc")
@@ -134,9 +134,7 @@ def test_eval_data_errors_are_one_line(run, tmp_path, capsys):
 
 
 def one_line(capsys) -> str:
-    err = capsys.readouterr().err.split("\r")[-1].strip()  # after any progress bar
-    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
-    return err.removeprefix("fcnseg: error: ")
+    return one_line_error(capsys).removeprefix("fcnseg: error: ")
 
 
 def test_json_replaces_only_an_eval_result(run, tmp_path, capsys):

@@ -11,8 +11,8 @@ import torch
 from fcnseg.cli import main
 from fcnseg.data.images import read_label
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
-from tests.cli.test_predict import one_line_error, photos
-from tests.conftest import randomize_scores
+from tests.cli.test_predict import photos
+from tests.conftest import one_line_error, randomize_scores
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

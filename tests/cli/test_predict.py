@@ -2,6 +2,7 @@
 predictions equal an independent ``argmax model(normalize(image))``."""
 
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from fcnseg.data.images import read_label
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.train.checkpoint import load_checkpoint, model_from_checkpoint
 from tests.cli.replay import folder_dataset
-from tests.conftest import EMULATED_BF16_LINE, randomize_scores
+from tests.conftest import EMULATED_BF16_LINE, one_line_error, randomize_scores
 from tests.data.test_images import write_blank_png
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -39,12 +40,6 @@ def digest(folder) -> dict[str, str]:
 
 def predict(checkpoint, *args: str) -> int:
     return main(["predict", str(checkpoint), *args, "--device", "cpu", "--precision", "fp32"])
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.split("\r")[-1].strip()  # after any progress bar
-    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
-    return err
 
 
 def test_out_into_the_inputs_is_refused_and_nothing_changes(checkpoint, tmp_path, capsys):
@@ -217,3 +212,16 @@ def test_bf16_on_a_cpu_without_it_is_warned_of_in_one_line(checkpoint, tmp_path,
     warnings = [line for line in out.err.splitlines() if line.startswith("warning: ")]
     assert warnings == [EMULATED_BF16_LINE] * warns
     assert "running torch bf16" in out.out and (tmp_path / "out" / "a.png").is_file()
+
+
+def test_a_warning_made_an_error_is_one_error_line(checkpoint, tmp_path, cpu_with, capsys):
+    """``python -W error`` / ``PYTHONWARNINGS=error`` raise our warnings: one line, exit 2."""
+    cpu_with("avx2")
+    photos(tmp_path / "photos", {"a.png": (20, 24)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["predict", str(checkpoint), str(tmp_path / "photos"), "--out",
+                     str(tmp_path / "out"), "--backend", "torch", "--precision", "bf16",
+                     "--device", "cpu"]) == 2  # fmt: skip
+    assert one_line_error(capsys) == EMULATED_BF16_LINE.replace("warning:", "fcnseg: error:", 1)
+    assert not (tmp_path / "out" / "a.png").exists()

@@ -22,7 +22,7 @@ from fcnseg.deploy.inference import Segmenter
 from fcnseg.serve.app import create_app
 from fcnseg.serve.config import Limits, ServeOptions
 from fcnseg.train.checkpoint import model_from_checkpoint
-from tests.cli.test_predict import one_line_error
+from tests.conftest import one_line_error
 from tests.deploy.test_quantize import KEPT_FLOAT, agreement, conv_weights, train_tiny
 from tests.serve.conftest import label_of
 

@@ -11,7 +11,7 @@ from fcnseg.train.checkpoint import load_checkpoint
 from fcnseg.train.config import TrainConfig
 from fcnseg.train.run import RunFolder
 from tests.cli.conftest import TINY
-from tests.conftest import EMULATED_BF16_LINE
+from tests.conftest import EMULATED_BF16_LINE, one_line_error
 from tests.train.test_run import folder_data
 
 
@@ -20,12 +20,6 @@ def _small_and_private(monkeypatch, tmp_path):
     """10 validation scenes; data-check results cached under tmp_path, not in ~/.cache."""
     monkeypatch.setitem(SyntheticDataset.SIZES, "val", 10)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
-    return err
 
 
 def train_parser() -> argparse.ArgumentParser:

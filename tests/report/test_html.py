@@ -19,6 +19,7 @@ from fcnseg.errors import ConfigError
 from fcnseg.report.html import check_report_path, is_report
 from fcnseg.train.config import TrainConfig, build_val_set
 from fcnseg.train.metrics import ConfusionMatrix
+from tests.conftest import one_line_error
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -142,12 +143,6 @@ def test_the_page_opens_offline_in_chromium(report, tmp_path):
     assert all(complete and w > 0 and h > 0 for complete, w, h in images), images
     pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200  # figures, not a blank page
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
-    return err
 
 
 def test_a_file_that_is_not_a_report_is_kept(run, report, tmp_path, capsys):

@@ -16,17 +16,11 @@ from fcnseg.cli import main
 from fcnseg.serve.app import OPTIONS_ENV, app_from_environment, create_app
 from fcnseg.serve.config import ServeOptions
 from fcnseg.train.device import EmulatedBf16Warning
-from tests.conftest import EMULATED_BF16_LINE
+from tests.conftest import EMULATED_BF16_LINE, one_line_error
 from tests.serve.conftest import png_bytes
 
 SERVE_MODULES = ("fcnseg.serve.launch", "fcnseg.serve.app", "fcnseg.serve.uploads",
                  "fcnseg.serve.metrics")  # fmt: skip
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("fcnseg: error: ") and "\n" not in err, err
-    return err
 
 
 @pytest.fixture
