@@ -264,7 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg, dataset = _checked_dataset(ckpt, args, eval_transform(seg.normalization))
     names = class_names(tuple(ckpt["dataset"]["classes"]), dataset.info.classes)
     if seg.num_heads > 1:
-        return _eval_heads(args, cfg, dataset)
+        return _eval_heads(args, seg, cfg, dataset)
     tic = time.time()
     metrics = evaluate(seg.as_module(), dataset, len(names), seg.device,
                        batch_size=args.batch_size)  # fmt: skip
@@ -275,13 +275,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"warning: {metrics['warning']}")
     if args.json:
         result = {"checkpoint": str(args.checkpoint), "dataset": cfg.val_dataset,
-                  "split": cfg.val_split, "classes": list(names), **_tta(args),
-                  "backend": seg.backend.backend, "precision": seg.precision,
-                  "normalization": seg.normalization,
+                  "split": cfg.val_split, "classes": list(names), **_tta(args), **_ran(seg),
                   **json_safe(metrics)}  # fmt: skip
         write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
     return 0
+
+
+def _ran(seg) -> dict:
+    """What an evaluation ran on, for its ``--json``."""
+    return {"backend": seg.backend.backend, "precision": seg.precision,
+            "normalization": seg.normalization}  # fmt: skip
 
 
 def _segmenter(args: argparse.Namespace, **kwargs):
@@ -301,35 +305,24 @@ def _segmenter(args: argparse.Namespace, **kwargs):
     )
 
 
-def _eval_heads(args: argparse.Namespace, cfg: TrainConfig, dataset) -> int:
-    """``eval`` of a net with several heads (SIFT Flow's): each on its own labels, in
-    fp32 with torch (the ONNX export keeps one head)."""
-    import torch
-
+def _eval_heads(args: argparse.Namespace, seg, cfg: TrainConfig, dataset) -> int:
+    """``eval`` of a net with several heads (SIFT Flow's): each on its own labels, with
+    ``seg``'s backend, precision and test-time augmentation (torch: the ONNX export keeps
+    one head)."""
     from fcnseg.data.registry import build_dataset, head_datasets
     from fcnseg.deploy.files import write_eval_json
-    from fcnseg.deploy.inference import prepare_for_inference
-    from fcnseg.deploy.tta import with_tta
-    from fcnseg.train.checkpoint import model_from_checkpoint
-    from fcnseg.train.device import select_device
-    from fcnseg.train.engine import json_safe
-    from fcnseg.train.heads import evaluate_heads
+    from fcnseg.train.engine import evaluate, json_safe
 
-    model, _ = model_from_checkpoint(args.checkpoint)
-    device = select_device(args.device)
-    model = prepare_for_inference(model, device, torch.float32, args.channels_last)
-
-    names = head_datasets(cfg.val_dataset, len(model.heads))
+    names = head_datasets(cfg.val_dataset, seg.num_heads)
     root = cfg.val_root or cfg.data_root
     sets = [dataset] + [build_dataset(n, root, cfg.val_split, dataset.transform) for n in names[1:]]
     for data in sets:
         data.max_pixels = args.max_pixels
     tic = time.time()
-    tta = functools.partial(with_tta, **_tta(args))
-    results = evaluate_heads(model, sets, device, wrap=tta, batch_size=args.batch_size,
-                             channels_last=args.channels_last)  # fmt: skip
+    results = [evaluate(seg.as_module(k), data, data.info.num_classes, seg.device,
+                        batch_size=args.batch_size) for k, data in enumerate(sets)]  # fmt: skip
     print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {len(sets)} heads, "
-          f"{time.time() - tic:.1f} s on torch fp32")  # fmt: skip
+          f"{time.time() - tic:.1f} s on {seg.backend}, {seg.normalization} input")  # fmt: skip
     for data, metrics in zip(sets, results, strict=True):
         print(f"\n{data.info.name}\n{format_table(metrics, data.info.classes)}")
         if "warning" in metrics:
@@ -339,7 +332,7 @@ def _eval_heads(args: argparse.Namespace, cfg: TrainConfig, dataset) -> int:
                  for data, m in zip(sets, results, strict=True)]  # fmt: skip
         # The first head's at the top, as a one-head net's: every eval result reads alike.
         result = {"checkpoint": str(args.checkpoint), "split": cfg.val_split, **_tta(args),
-                  **heads[0], "heads": heads}  # fmt: skip
+                  **_ran(seg), **heads[0], "heads": heads}  # fmt: skip
         write_eval_json(Path(args.json), result)
         print(f"metrics written to {args.json}")
     return 0

@@ -193,23 +193,26 @@ def test_both_heads_of_a_sift_flow_net(siftflow, tmp_path, capsys):  # noqa: F81
     out = tmp_path / "eval.json"
     args = ["eval", str(ckpt), "--dataset", "siftflow", "--data-root", str(siftflow),
             "--split", "trainval", "--json", str(out), "--device", "cpu"]  # fmt: skip
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert "\nsiftflow\n" in printed and "\nsiftflow-geometric\n" in printed
-    assert "2 heads" in printed and "s on torch fp32" in printed  # what ran, as a one-head eval
-    result = json.loads(out.read_text())
-    heads = result["heads"]
-    assert [h["dataset"] for h in heads] == ["siftflow", "siftflow-geometric"]
-    assert result["mean_iu"] == heads[0]["mean_iu"]  # the semantic head's at the top
     model.eval()
-    for k, head in enumerate(heads):
-        data = build_dataset(head["dataset"], siftflow, "trainval", eval_transform("siftflow"))
-        cm = fcnseg.ConfusionMatrix(data.info.num_classes)
-        with torch.inference_mode():
-            for image, label in data:
-                cm.update(model(image[None])[k][0].argmax(0), label)
-        assert head["pixel_acc"] == pytest.approx(cm.compute()["pixel_acc"])
-        assert len(head["per_class_iu"]) == data.info.num_classes
+    # Both heads in the precision asked for (bf16: within its rounding of fp32's scores).
+    for precision, tolerance in (("fp32", 1e-9), ("bf16", 0.02)):
+        assert main([*args, "--precision", precision]) == 0
+        printed = capsys.readouterr().out
+        assert "\nsiftflow\n" in printed and "\nsiftflow-geometric\n" in printed
+        assert "2 heads, " in printed and f"s on torch {precision}" in printed  # as one head
+        result = json.loads(out.read_text())
+        assert (result["backend"], result["precision"]) == ("torch", precision)
+        heads = result["heads"]
+        assert [h["dataset"] for h in heads] == ["siftflow", "siftflow-geometric"]
+        assert result["mean_iu"] == heads[0]["mean_iu"]  # the semantic head's at the top
+        for k, head in enumerate(heads):
+            data = build_dataset(head["dataset"], siftflow, "trainval", eval_transform("siftflow"))
+            cm = fcnseg.ConfusionMatrix(data.info.num_classes)
+            with torch.inference_mode():
+                for image, label in data:
+                    cm.update(model(image[None])[k][0].argmax(0), label)
+            assert head["pixel_acc"] == pytest.approx(cm.compute()["pixel_acc"], abs=tolerance)
+            assert len(head["per_class_iu"]) == data.info.num_classes
     # A dataset with one label set cannot score both heads.
     assert main(["eval", str(ckpt), "--dataset", "siftflow-geometric", "--data-root",
                  str(siftflow), "--split", "test", "--allow-class-mismatch"]) == 2  # fmt: skip

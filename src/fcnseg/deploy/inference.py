@@ -106,8 +106,6 @@ class Segmenter:
         self.normalization, self.batch_size = normalization, batch_size
         self.in_channels = getattr(model, "in_channels", 3)
         self.num_heads = len(getattr(model, "heads", "_"))
-        if self.num_heads > 1:  # SIFT Flow's: the semantic labels
-            model = Head(model, 0)
         if isinstance(model, EngineModel):  # an exported model: runs as the engine was set
             if precision not in ("auto", model.precision):
                 raise ConfigError(
@@ -115,15 +113,20 @@ class Segmenter:
                 )
             self.dtype, self.memory_format = torch.float32, None
             self.precision = model.precision
+            heads = [model]
         else:
             self.dtype = resolve_precision(precision, self.device)
             warn_emulated_bf16(self.dtype, self.device)
             self.precision = PRECISION_NAMES[self.dtype]
             self.memory_format = memory_format(channels_last)
             model = prepare_for_inference(model, self.device, self.dtype, channels_last)
+            # SIFT Flow's nets: one module per head (semantic, geometric), sharing weights
+            several = self.num_heads > 1
+            heads = [Head(model, k) for k in range(self.num_heads)] if several else [model]
             mode = compile if isinstance(compile, str) else None
-            model = torch.compile(model, mode=mode) if compile else model
-        self.model = with_tta(model, tta_flip=tta_flip, tta_scales=tta_scales)
+            heads = [torch.compile(h, mode=mode) for h in heads] if compile else heads
+        self._heads = [with_tta(h, tta_flip=tta_flip, tta_scales=tta_scales) for h in heads]
+        self.model = self._heads[0]  # what predict labels with
 
     @classmethod
     def from_checkpoint(
@@ -192,18 +195,20 @@ class Segmenter:
         seg.checkpoint, seg.backend = ckpt, dataclasses.replace(choice, precision=seg.precision)
         return seg
 
-    def as_module(self) -> torch.nn.Module:
+    def as_module(self, head: int = 0) -> torch.nn.Module:
         """This segmenter as a module: (N, 3, H, W) normalised images -> (N, C, H, W)
-        float32 logits (:meth:`logits`), for :func:`fcnseg.train.engine.evaluate`."""
-        return _Logits(self)
+        float32 logits of ``head`` (:meth:`logits`), for :func:`fcnseg.train.engine.evaluate`."""
+        return _Logits(self, head)
 
     @torch.inference_mode()
-    def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised images -> (N, C, H, W) float32 logits."""
+    def logits(self, batch: torch.Tensor, head: int = 0) -> torch.Tensor:
+        """(N, 3, H, W) normalised images -> (N, C, H, W) float32 logits; ``head``: which
+        of a net's several heads (SIFT Flow's: 0 semantic, 1 geometric)."""
+        model = self._heads[head]
         if self.memory_format is None:
-            return self.model(batch).float()
+            return model(batch).float()
         x = batch.to(self.device, self.dtype, memory_format=self.memory_format)
-        return self.model(x).float()
+        return model(x).float()
 
     def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray]:
         """Label maps (H, W) uint8, one per image, each of its image's own size.
@@ -235,12 +240,13 @@ class Segmenter:
 
 
 class _Logits(torch.nn.Module):
-    def __init__(self, segmenter: Segmenter) -> None:
+    def __init__(self, segmenter: Segmenter, head: int) -> None:
         super().__init__()
         self.segmenter = segmenter  # not a module: its model keeps its own mode
+        self.head = head
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.segmenter.logits(batch)
+        return self.segmenter.logits(batch, self.head)
 
 
 def load_model_file(path: str | os.PathLike) -> tuple[torch.nn.Module | None, dict]:
