@@ -283,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _ran(seg) -> dict:
-    """What an evaluation ran on, for its ``--json``."""
+    """What an evaluation ran on, for its ``--json``: backend, precision, normalization."""
     return {"backend": seg.backend.backend, "precision": seg.precision,
             "normalization": seg.normalization}  # fmt: skip
 
@@ -889,7 +889,8 @@ def _one_line_warnings(show: Callable) -> Callable:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``fcnseg`` command; the exit status: 0 done, 2 a user error (one line
     on stderr, see :func:`user_error_message`), 130 interrupted. Bugs raise. Warnings
-    of ours are one line on stderr (:func:`_one_line_warnings`)."""
+    of ours are one line on stderr (:func:`_one_line_warnings`), or an error line where
+    warnings are errors."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():

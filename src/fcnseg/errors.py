@@ -16,4 +16,5 @@ class ConfigError(UserError, ValueError):
 
 class FcnsegWarning(UserWarning):
     """Something that works but not as the user likely wants (a warning, not an error);
-    the command line prints its message as one ``warning:`` line on stderr."""
+    the command line prints its message as one ``warning:`` line on stderr, or, when
+    warnings are errors (``python -W error``), as one ``fcnseg: error:`` line, exit 2."""

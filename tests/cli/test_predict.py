@@ -209,8 +209,8 @@ def test_bf16_on_a_cpu_without_it_is_warned_of_in_one_line(checkpoint, tmp_path,
                  str(tmp_path / "out"), "--backend", "torch", "--precision", "bf16",
                  "--device", "cpu"]) == 0  # fmt: skip
     out = capsys.readouterr()
-    warnings = [line for line in out.err.splitlines() if line.startswith("warning: ")]
-    assert warnings == [EMULATED_BF16_LINE] * warns
+    warned = [line for line in out.err.splitlines() if line.startswith("warning: ")]
+    assert warned == [EMULATED_BF16_LINE] * warns
     assert "running torch bf16" in out.out and (tmp_path / "out" / "a.png").is_file()
 
 

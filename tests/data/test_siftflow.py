@@ -123,7 +123,9 @@ def test_both_heads_train_then_evaluate_through_the_cli(siftflow, tmp_path, monk
     err = capsys.readouterr().err
     assert "predicts 2 label maps" in err and err.count("\n") == 1
     report = tmp_path / "eval.json"
-    assert main(["eval", str(out / "best.pt"), "--json", str(report), "--device", "cpu"]) == 0
+    # fp32, as training validated (auto would take bf16 on a CPU that computes it)
+    assert main(["eval", str(out / "best.pt"), "--json", str(report), "--device", "cpu",
+                 "--precision", "fp32"]) == 0  # fmt: skip
     assert "\nsiftflow-geometric\n" in capsys.readouterr().out
     result = json.loads(report.read_text())
     assert [h["mean_iu"] for h in result["heads"]] == pytest.approx([h["mean_iu"] for h in heads])

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import fcnseg
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.inference import Segmenter
+from fcnseg.errors import ConfigError
 from fcnseg.train.checkpoint import save_checkpoint
 from fcnseg.train.device import EmulatedBf16Warning
 from tests.conftest import (
@@ -129,6 +130,25 @@ def test_a_two_head_net_labels_with_its_first_head():
         expected = model.eval()(x)[0][0].argmax(0).numpy()
     seg = Segmenter(model, precision="fp32", device="cpu", normalization="siftflow")
     np.testing.assert_array_equal(seg.predict(image)[0], expected)
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+def test_each_head_of_a_two_head_net(tta_flip):
+    """``logits(x, head=k)`` is head k's output (mirrored and averaged with ``tta_flip``)."""
+    model = randomize_scores(fcnseg.build_model("fcn32s-sem-geo", 33, width=0.0625), std=1.0)
+    x = torch.randn(2, 3, 21, 17)
+    with torch.inference_mode():
+        outputs = model.eval()(x)
+        mirrored = model(x.flip(-1))
+    seg = Segmenter(model, precision="fp32", device="cpu", tta_flip=tta_flip)
+    for k, out in enumerate(outputs):
+        if tta_flip:  # the log of the mean of the two views' probabilities
+            out = ((out.softmax(1) + mirrored[k].flip(-1).softmax(1)) / 2).log()
+        torch.testing.assert_close(seg.logits(x, head=k), out, atol=1e-4, rtol=1e-4)
+        assert seg.as_module(k)(x).shape == out.shape
+    for bad in (2, -1):
+        with pytest.raises(ConfigError, match=f"^head {bad}: the net has 2 heads: 0 to 1$"):
+            seg.as_module(bad)
 
 
 def test_nets_of_more_channels_are_refused_by_predict():

@@ -66,7 +66,9 @@ class Segmenter:
     :meth:`fcnseg.nets.upsample.Upsample.upsample_crop`). Same-size images are batched.
 
     Args:
-        model: an FCN (N, 3, H, W) -> (N, C, H, W), or an
+        model: an FCN (N, 3, H, W) -> (N, C, H, W), one with several heads (SIFT
+            Flow's ``*-sem-geo``: :meth:`logits` and :meth:`as_module` take ``head``,
+            :meth:`predict` labels with the first), or an
             :class:`~fcnseg.deploy.engines.EngineModel` (which runs in its own precision:
             then ``precision`` is ``auto`` or that one).
         precision: ``auto`` (bf16 where the hardware has it, else fp32), ``fp32``,
@@ -121,12 +123,12 @@ class Segmenter:
             self.memory_format = memory_format(channels_last)
             model = prepare_for_inference(model, self.device, self.dtype, channels_last)
             # SIFT Flow's nets: one module per head (semantic, geometric), sharing weights
-            several = self.num_heads > 1
-            heads = [Head(model, k) for k in range(self.num_heads)] if several else [model]
+            heads = [Head(model, k) for k in range(self.num_heads)]
+            heads = heads if self.num_heads > 1 else [model]
             mode = compile if isinstance(compile, str) else None
             heads = [torch.compile(h, mode=mode) for h in heads] if compile else heads
         self._heads = [with_tta(h, tta_flip=tta_flip, tta_scales=tta_scales) for h in heads]
-        self.model = self._heads[0]  # what predict labels with
+        self.model = self._heads[0]  # the first head's module, as it runs (export_onnx takes it)
 
     @classmethod
     def from_checkpoint(
@@ -198,12 +200,20 @@ class Segmenter:
     def as_module(self, head: int = 0) -> torch.nn.Module:
         """This segmenter as a module: (N, 3, H, W) normalised images -> (N, C, H, W)
         float32 logits of ``head`` (:meth:`logits`), for :func:`fcnseg.train.engine.evaluate`."""
+        self._check_head(head)
         return _Logits(self, head)
+
+    def _check_head(self, head: int) -> None:
+        n = len(self._heads)
+        if not 0 <= head < n:
+            heads = "one head: 0" if n == 1 else f"{n} heads: 0 to {n - 1}"
+            raise ConfigError(f"head {head}: the net has {heads}")
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor, head: int = 0) -> torch.Tensor:
         """(N, 3, H, W) normalised images -> (N, C, H, W) float32 logits; ``head``: which
         of a net's several heads (SIFT Flow's: 0 semantic, 1 geometric)."""
+        self._check_head(head)
         model = self._heads[head]
         if self.memory_format is None:
             return model(batch).float()
