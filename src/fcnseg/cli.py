@@ -311,7 +311,8 @@ def _eval_heads(args: argparse.Namespace, seg, cfg: TrainConfig, dataset) -> int
     one head)."""
     from fcnseg.data.registry import build_dataset, head_datasets
     from fcnseg.deploy.files import write_eval_json
-    from fcnseg.train.engine import evaluate, json_safe
+    from fcnseg.train.engine import json_safe
+    from fcnseg.train.heads import evaluate_each
 
     names = head_datasets(cfg.val_dataset, seg.num_heads)
     root = cfg.val_root or cfg.data_root
@@ -319,8 +320,8 @@ def _eval_heads(args: argparse.Namespace, seg, cfg: TrainConfig, dataset) -> int
     for data in sets:
         data.max_pixels = args.max_pixels
     tic = time.time()
-    results = [evaluate(seg.as_module(k), data, data.info.num_classes, seg.device,
-                        batch_size=args.batch_size) for k, data in enumerate(sets)]  # fmt: skip
+    modules = [seg.as_module(k) for k in range(seg.num_heads)]
+    results = evaluate_each(modules, sets, seg.device, batch_size=args.batch_size)
     print(f"{cfg.val_dataset}/{cfg.val_split}: {len(dataset)} images, {len(sets)} heads, "
           f"{time.time() - tic:.1f} s on {seg.backend}, {seg.normalization} input")  # fmt: skip
     for data, metrics in zip(sets, results, strict=True):

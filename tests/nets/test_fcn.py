@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import fcnseg
+from fcnseg.nets.fcn import head_modules
 
 
 def _with_random_scores(model: nn.Module) -> nn.Module:
@@ -42,3 +43,16 @@ def test_stages_need_one_head_and_skips(name):
     model = fcnseg.build_model(name, 5, width=0.125).eval()
     with pytest.raises(ValueError, match="stage logits need one head and skips"):
         model(torch.randn(1, 3, 32, 32), stages=True)
+
+
+@pytest.mark.parametrize("name", ["fcn8s", "fcn8s-sem-geo"])
+def test_head_modules_give_each_heads_logits(name):
+    model = _with_random_scores(fcnseg.build_model(name, 5, width=0.125))
+    x = torch.randn(2, 3, 40, 44)
+    with torch.inference_mode():
+        out = model(x)
+        expected = out if isinstance(out, tuple) else (out,)
+        modules = head_modules(model)
+        assert len(modules) == len(expected) == (2 if name.endswith("sem-geo") else 1)
+        for module, logits in zip(modules, expected, strict=True):
+            torch.testing.assert_close(module(x), logits, rtol=0, atol=0)

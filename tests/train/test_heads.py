@@ -8,6 +8,7 @@ import fcnseg
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import eval_transform
 from fcnseg.nets.fcn import Head
+from fcnseg.train.engine import evaluate
 from fcnseg.train.heads import evaluate_heads
 from tests.conftest import randomize_scores
 from tests.data.test_siftflow import siftflow  # noqa: F401 (the fixture)
@@ -28,6 +29,15 @@ def test_each_head_on_its_labels(siftflow):  # noqa: F811
         expected = cm.compute()
         assert metrics["pixel_acc"] == pytest.approx(expected["pixel_acc"])
         np.testing.assert_allclose(metrics["per_class_iu"], expected["per_class_iu"])
+
+
+def test_a_one_head_net_is_its_own_head(siftflow):  # noqa: F811
+    model = randomize_scores(fcnseg.build_model("fcn8s", 33, width=0.0625), std=1.0)
+    data = build_dataset("siftflow", siftflow, "trainval", eval_transform("siftflow"))
+    (metrics,) = evaluate_heads(model, [data], torch.device("cpu"), progress=False)
+    expected = evaluate(model, data, 33, torch.device("cpu"), progress=False)
+    for key in ("per_class_iu", "per_class_acc", "pixel_acc"):
+        np.testing.assert_array_equal(metrics[key], expected[key])
 
 
 def test_head_count_must_match():

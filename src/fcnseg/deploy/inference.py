@@ -28,7 +28,7 @@ from fcnseg.deploy.engines import (
 from fcnseg.deploy.tta import with_tta
 from fcnseg.errors import ConfigError
 from fcnseg.nets.convolutionalize import fully_connected_as_matmuls
-from fcnseg.nets.fcn import Head
+from fcnseg.nets.fcn import head_modules
 from fcnseg.nets.weights import NORMALIZATIONS, same_scale
 from fcnseg.train.checkpoint import model_from_checkpoint
 from fcnseg.train.device import (
@@ -123,8 +123,7 @@ class Segmenter:
             self.memory_format = memory_format(channels_last)
             model = prepare_for_inference(model, self.device, self.dtype, channels_last)
             # SIFT Flow's nets: one module per head (semantic, geometric), sharing weights
-            heads = [Head(model, k) for k in range(self.num_heads)]
-            heads = heads if self.num_heads > 1 else [model]
+            heads = head_modules(model)
             mode = compile if isinstance(compile, str) else None
             heads = [torch.compile(h, mode=mode) for h in heads] if compile else heads
         self._heads = [with_tta(h, tta_flip=tta_flip, tta_scales=tta_scales) for h in heads]

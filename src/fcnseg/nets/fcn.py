@@ -260,6 +260,14 @@ class Head(nn.Module):
         return self.model(x, seeds)[self.index]
 
 
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """One one-head module per head of ``model``, in order: a :class:`Head` each for a
+    net with several heads (SIFT Flow's semantic and geometric), ``model`` itself for
+    a net with one (or any module without ``heads``)."""
+    count = len(getattr(model, "heads", "_"))
+    return [Head(model, k) for k in range(count)] if count > 1 else [model]
+
+
 class SampleDropout(nn.Dropout):
     """Dropout whose masks can be a function of each sample's seed.
 

@@ -2,38 +2,48 @@
 
 A two-head FCN returns a tuple of logits. Each head is evaluated on the dataset
 that holds its labels, with the engine's :func:`~fcnseg.train.engine.evaluate`,
-through :class:`~fcnseg.nets.fcn.Head`, which makes the net look like a one-head net.
+through :class:`~fcnseg.nets.fcn.Head`, which makes the net look like a one-head net
+(training), or through a Segmenter's module for each head (``fcnseg eval``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fcnseg.nets.fcn import Head
+from fcnseg.nets.fcn import head_modules
 from fcnseg.train.engine import evaluate
 
 
-def evaluate_heads(
-    model: nn.Module,
-    datasets: Sequence[Dataset],
-    device: torch.device,
-    *,
-    wrap: Callable[[nn.Module], nn.Module] | None = None,
-    **options,
+def evaluate_each(
+    modules: Sequence[nn.Module], datasets: Sequence[Dataset], device: torch.device, **options
 ) -> list[dict]:
-    """The metrics of each head of ``model`` on its dataset (``datasets[k]`` for head k).
+    """The metrics of each one-head module on its dataset (``datasets[k]`` for ``modules[k]``).
 
-    Each dataset yields (normalised image, label) pairs and has the ``info`` of its
-    labels. ``wrap`` is applied to each :class:`~fcnseg.nets.fcn.Head` (test-time augmentation:
-    :func:`fcnseg.deploy.tta.with_tta`); ``options`` go to
-    :func:`~fcnseg.train.engine.evaluate`.
+    The modules are a net's heads as they run: :func:`~fcnseg.nets.fcn.head_modules`, or
+    a :class:`~fcnseg.deploy.inference.Segmenter`'s ``as_module(k)`` (any backend, with
+    test-time augmentation). Each dataset yields (normalised image, label) pairs and has
+    the ``info`` of its labels; ``options`` go to :func:`~fcnseg.train.engine.evaluate`.
 
     Returns:
-        One metrics dict per head, as :func:`~fcnseg.train.engine.evaluate` gives it.
+        One metrics dict per module, as :func:`~fcnseg.train.engine.evaluate` gives it.
+    """
+    if len(modules) != len(datasets):
+        raise ValueError(f"{len(modules)} heads but {len(datasets)} datasets were given")
+    return [
+        evaluate(module, data, data.info.num_classes, device, **options)
+        for module, data in zip(modules, datasets, strict=True)
+    ]
+
+
+def evaluate_heads(
+    model: nn.Module, datasets: Sequence[Dataset], device: torch.device, **options
+) -> list[dict]:
+    """The metrics of each head of ``model`` on its dataset (``datasets[k]`` for head k);
+    ``options`` go to :func:`~fcnseg.train.engine.evaluate`.
 
     Example:
         >>> from fcnseg.data.registry import build_dataset  # doctest: +SKIP
@@ -41,11 +51,4 @@ def evaluate_heads(
         ...         for n in ("siftflow", "siftflow-geometric")]  # doctest: +SKIP
         >>> semantic, geometric = evaluate_heads(model, sets, device)  # doctest: +SKIP
     """
-    heads = len(getattr(model, "heads", ()))
-    if heads != len(datasets):
-        raise ValueError(f"the model has {heads} heads but {len(datasets)} datasets were given")
-    wrap = wrap or (lambda head: head)
-    return [
-        evaluate(wrap(Head(model, k)), data, data.info.num_classes, device, **options)
-        for k, data in enumerate(datasets)
-    ]
+    return evaluate_each(head_modules(model), datasets, device, **options)
