@@ -10,7 +10,8 @@ the numbers are compute, not decoding.
 
 ``--recipe NAME`` times that recipe's own net and batch instead (its width, batch norm,
 padding and loss options; ``batch_size`` centre crops of ``crop`` pixels), fcnseg's
-step only; ``--bf16`` adds bf16 autocast on a CPU (always timed on a GPU):
+step only (``--width`` overrides the recipe's width); ``--bf16`` adds bf16 autocast on a
+CPU (always timed on a GPU):
 
     python bench/train_throughput.py --recipe camvid-fcn8s-trainval --bf16 --compile --steps 5 \
         --out bench/results/train_cpu_camvid-trainval.json
@@ -103,7 +104,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--bf16", action="store_true", help="also time bf16 on a CPU")
-    parser.add_argument("--width", type=float, default=1.0, help="< 1 for a quick check")
+    parser.add_argument("--width", type=float,
+                        help="the net's width (default: 1.0, or the recipe's)")  # fmt: skip
     parser.add_argument("--recipe", help="time this recipe's net and batch (fcnseg's step)")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -111,14 +113,15 @@ def main() -> None:
     ctx = Context(device=device)
     if args.recipe:
         base = get_recipe(args.recipe)
+        base = base.replace(width=args.width) if args.width else base
         model = make_model(base, 11, pretrained=False).to(device)
         batch, crop = base.batch_size, base.crop
         rows = {}
     else:
-        base = TrainConfig(lr=1e-3, momentum=0.9)
-        model = fcnseg.build_model("fcn8s", 11, width=args.width).to(device)
+        base = TrainConfig(lr=1e-3, momentum=0.9, width=args.width or 1.0)
+        model = fcnseg.build_model("fcn8s", 11, width=base.width).to(device)
         batch, crop = args.batch, None
-        port = PortFCN8s(11, args.width).to(device)
+        port = PortFCN8s(11, base.width).to(device)
         port.load_state_dict(model.state_dict(), strict=False)
         rows = {"plain loop (fp32, eager)": lambda: plain_step(
             port, torch.optim.SGD(port.parameters(), lr=1e-3, momentum=0.9))}  # fmt: skip
@@ -154,8 +157,8 @@ def main() -> None:
         print(f"{name:<36} {seconds:7.2f} s/step  {batch / seconds:6.3f} images/s  "
               f"{first / seconds:5.2f}x", flush=True)  # fmt: skip
     size = [crop, crop] if crop else [360, 480]
-    out = {"machine": machine, "recipe": args.recipe, "batch": batch, "size": size,
-           "rows": results}  # fmt: skip
+    out = {"machine": machine, "recipe": args.recipe, "width": base.width, "batch": batch,
+           "size": size, "rows": results}  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 
