@@ -107,7 +107,6 @@ class Segmenter:
         self.device = select_device(device or "auto")
         self.normalization, self.batch_size = normalization, batch_size
         self.in_channels = getattr(model, "in_channels", 3)
-        self.num_heads = len(getattr(model, "heads", "_"))
         if isinstance(model, EngineModel):  # an exported model: runs as the engine was set
             if precision not in ("auto", model.precision):
                 raise ConfigError(
@@ -195,6 +194,11 @@ class Segmenter:
         # torch resolves "auto" itself: say what it resolved to.
         seg.checkpoint, seg.backend = ckpt, dataclasses.replace(choice, precision=seg.precision)
         return seg
+
+    @property
+    def num_heads(self) -> int:
+        """How many heads the net has (SIFT Flow's: 2; an exported model keeps one)."""
+        return len(self._heads)
 
     def as_module(self, head: int = 0) -> torch.nn.Module:
         """This segmenter as a module: (N, 3, H, W) normalised images -> (N, C, H, W)
