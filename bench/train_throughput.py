@@ -113,12 +113,12 @@ def main() -> None:
     ctx = Context(device=device)
     if args.recipe:
         base = get_recipe(args.recipe)
-        base = base.replace(width=args.width) if args.width else base
+        base = base if args.width is None else base.replace(width=args.width)
         model = make_model(base, 11, pretrained=False).to(device)
         batch, crop = base.batch_size, base.crop
         rows = {}
     else:
-        base = TrainConfig(lr=1e-3, momentum=0.9, width=args.width or 1.0)
+        base = TrainConfig(lr=1e-3, momentum=0.9, width=1.0 if args.width is None else args.width)
         model = fcnseg.build_model("fcn8s", 11, width=base.width).to(device)
         batch, crop = args.batch, None
         port = PortFCN8s(11, base.width).to(device)
