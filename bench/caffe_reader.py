@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 from machine import describe
 
 from fcnseg.cli import main as fcnseg_main
+from fcnseg.cli import run_reporting
 from fcnseg.nets.caffe_names import REFERENCE_NAMES
 from fcnseg.nets.caffemodel import read_caffemodel
 from fcnseg.nets.registry import build_model
@@ -147,4 +149,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

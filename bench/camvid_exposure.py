@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,10 @@ import torch
 from machine import describe
 from tqdm import tqdm
 
+from fcnseg.cli import run_reporting
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import grayscale, grey_world
 from fcnseg.deploy.inference import Segmenter
-from fcnseg.errors import UserError
 from fcnseg.nets.weights import IMAGENET_GREY
 from fcnseg.train.metrics import ConfusionMatrix
 
@@ -112,7 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as error:  # a wrong checkpoint or data folder: one line, no traceback
-        raise SystemExit(f"camvid_exposure.py: {error}") from None
+    sys.exit(run_reporting(Path(__file__).name, main))

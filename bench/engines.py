@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from machine import describe
 from PIL import Image
 from torch import nn
 
+from fcnseg.cli import run_reporting
 from fcnseg.deploy.engines import OnnxModel
 from fcnseg.deploy.export import export_onnx
 from fcnseg.deploy.inference import Segmenter
@@ -246,4 +248,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

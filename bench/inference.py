@@ -19,6 +19,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import fcnseg
+from fcnseg.cli import run_reporting
 from fcnseg.data.transforms import normalize_image
 from fcnseg.deploy.export import OnnxModel, export_onnx
 from fcnseg.deploy.inference import Segmenter
@@ -307,4 +309,4 @@ def markdown(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

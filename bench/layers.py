@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +24,7 @@ from inference import interleaved_seconds, matmul_rate  # bench/inference.py
 from torch import nn
 
 import fcnseg
+from fcnseg.cli import run_reporting
 from fcnseg.nets.convolutionalize import WindowLinear, fully_connected_as_matmuls
 from fcnseg.train.device import memory_format
 
@@ -106,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

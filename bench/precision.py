@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fcnseg.cli import run_reporting
 from fcnseg.data.registry import build_dataset
 from fcnseg.deploy.inference import Segmenter
 from fcnseg.deploy.quantize import quantize_checkpoint
@@ -91,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

@@ -41,6 +41,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from fcnseg.cli import run_reporting
 from fcnseg.data.images import read_image
 from fcnseg.data.synthetic import make_scene
 from fcnseg.deploy.inference import Segmenter
@@ -378,4 +379,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

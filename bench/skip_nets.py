@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +25,7 @@ from machine import describe  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from fcnseg.cli import run_reporting  # noqa: E402
 from fcnseg.data.images import colorize  # noqa: E402
 from fcnseg.data.registry import build_dataset  # noqa: E402
 from fcnseg.deploy.inference import Segmenter  # noqa: E402
@@ -108,4 +110,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

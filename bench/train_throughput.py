@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from inference import PortFCN8s
 from machine import describe
 
 import fcnseg
+from fcnseg.cli import run_reporting
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import eval_transform
 from fcnseg.train.config import TrainConfig
@@ -164,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_reporting(Path(__file__).name, main))

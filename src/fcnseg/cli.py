@@ -893,18 +893,27 @@ def main(argv: list[str] | None = None) -> int:
     of ours are one line on stderr (:func:`_one_line_warnings`), or an error line where
     warnings are errors."""
     args = build_parser().parse_args(argv)
+    return run_reporting("fcnseg", lambda: args.func(args))
+
+
+def run_reporting(name: str, run: Callable[[], int | None]) -> int:
+    """Call ``run`` as a command named ``name``; its exit status: ``run``'s own (0 for
+    None), 2 for a user error (``name: error: ...``, one line on stderr, see
+    :func:`user_error_message`), 130 interrupted. Bugs raise. Warnings of ours are one
+    line on stderr (:func:`_one_line_warnings`). ``fcnseg`` and the bench scripts end
+    this way."""
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
-            return args.func(args)
+            return run() or 0
     except KeyboardInterrupt:
-        print("fcnseg: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         message = user_error_message(e)
         if message is None:
             raise
-        print(f"fcnseg: error: {message}", file=sys.stderr)
+        print(f"{name}: error: {message}", file=sys.stderr)
         return 2
 
 

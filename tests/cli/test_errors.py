@@ -66,6 +66,16 @@ def test_main_prints_one_line_for_user_errors(monkeypatch, capsys, error, status
     assert capsys.readouterr().err == line + "\n"
 
 
+def test_a_script_reports_under_its_own_name_and_keeps_its_status(capsys):
+    def diverges():
+        raise FloatingPointError("loss is nan")
+
+    assert cli.run_reporting("train_throughput.py", diverges) == 2
+    assert capsys.readouterr().err == "train_throughput.py: error: loss is nan\n"
+    assert cli.run_reporting("x", lambda: None) == 0
+    assert cli.run_reporting("x", lambda: 3) == 3
+
+
 @pytest.mark.parametrize("bug", [ValueError("x"), KeyError("k"), OSError(errno.EBADF, "bad")])
 def test_main_lets_bugs_raise(monkeypatch, bug):
     def command(args):
