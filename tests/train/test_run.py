@@ -154,3 +154,25 @@ def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match=r"^--precision fp16: .* use bf16 or fp32 on a CPU"):
         train(TINY.replace(precision="fp16", device="cpu"), out, progress=False)
     assert not out.exists()
+
+
+def test_kept_checkpoints_are_each_validations_and_follow_resume_and_overwrite(tmp_path):
+    out, run = tmp_path / "run", RunFolder(tmp_path / "run")
+    cfg = TINY.replace(iterations=4, eval_every=1, keep_checkpoints=True)
+    train(cfg, out, progress=False, stop_after=3)
+    assert run.kept_iterations() == [1, 2, 3]
+    scores = [r["eval"]["mean_iu"] for r in map(json.loads, (out / "metrics.jsonl").open())
+              if "eval" in r]  # fmt: skip
+    for i in (1, 2, 3):
+        kept = load_checkpoint(run.kept(i))
+        assert kept["iteration"] == i and kept["metrics"]["mean_iu"] == scores[i - 1]
+    assert load_checkpoint(run.kept(3))["model"].keys() == load_checkpoint(run.last)["model"].keys()
+    for name, tensor in load_checkpoint(run.kept(3))["model"].items():
+        assert tensor.equal(load_checkpoint(run.last)["model"][name]), name
+    (out / "iter_9.pt").write_bytes(b"past the checkpoint: a killed run's")
+    (out / "iter_notes.pt").write_text("the user's")
+    train(cfg, out, progress=False, resume=True)
+    assert run.kept_iterations() == [1, 2, 3, 4]
+    assert load_checkpoint(run.kept(4))["iteration"] == 4
+    train(cfg.replace(keep_checkpoints=False), out, progress=False, overwrite=True)
+    assert run.kept_iterations() == [] and (out / "iter_notes.pt").read_text() == "the user's"

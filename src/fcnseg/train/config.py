@@ -94,6 +94,7 @@ class TrainConfig:
     dropout: float = 0.5  # after fc6 and fc7, as the reference
     # bookkeeping
     eval_every: int = 500
+    keep_checkpoints: bool = False  # also keep each evaluation's checkpoint (iter_<N>.pt)
     log_every: int = 20
     seed: int = 0
     device: str = "auto"

@@ -640,5 +640,5 @@ def _evaluate(t: _Trainer, data: _Data, run: RunFolder, progress: bool) -> dict:
         tqdm.write(f"iter {t.iteration}: val mean IU {metrics['mean_iu']:.4f} "
                    f"pixel acc {metrics['pixel_acc']:.4f} (best {t.best:.4f}){others}")  # fmt: skip
         run.log(iteration=t.iteration, eval=json_safe(metrics))
-        run.save(_state(t, data.info, metrics), best=is_best)
+        run.save(_state(t, data.info, metrics), best=is_best, keep=t.cfg.keep_checkpoints)
     return metrics

@@ -7,6 +7,7 @@
       metrics.jsonl  one JSON record a line (losses, evaluations), by iteration
       last.pt        the latest checkpoint: --resume continues from it
       best.pt        the checkpoint with the best validation mean IU
+      iter_<N>.pt    with ``keep_checkpoints``: each validation's checkpoint, at iteration N
       .lock          held (flock) by the run writing here
 
 A folder that holds a run is reused only when asked: ``resume`` continues it,
@@ -22,6 +23,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -33,10 +35,12 @@ from fcnseg.train.config import TrainConfig, option_name
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
 LOCK = ".lock"
+KEPT = re.compile(r"iter_(\d+)\.pt")
+"""The name of a kept checkpoint (``keep_checkpoints``); its group is the iteration."""
 
 RESUMABLE = frozenset(
     {"iterations", "eval_every", "log_every", "workers", "device", "precision",
-     "channels_last", "compile"}
+     "channels_last", "compile", "keep_checkpoints"}
 )  # fmt: skip
 """Fields a resumed run may change: how long, how often it reports, where and how
 fast it runs. Any other change (model, data, optimisation, seed) would mix two runs."""
@@ -64,6 +68,15 @@ class RunFolder:
     @property
     def log_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    def kept(self, iteration: int) -> Path:
+        """Where the checkpoint of ``iteration`` is kept (``keep_checkpoints``)."""
+        return self.path / f"iter_{iteration}.pt"
+
+    def kept_iterations(self) -> list[int]:
+        """The iterations of the kept checkpoints in the folder, in order."""
+        found = (KEPT.fullmatch(p.name) for p in self.path.glob("iter_*.pt"))
+        return sorted(int(m.group(1)) for m in found if m)
 
     def existing(self) -> list[str]:
         """The run files already in the folder."""
@@ -149,18 +162,22 @@ class RunFolder:
         """Begin writing at ``iteration``: the first write of this run.
 
         Clears temp files that killed saves left. At iteration 0 the folder's
-        previous run (if ``overwrite`` let it through) is removed; a resumed run
-        cuts ``metrics.jsonl`` back to its checkpoint's iteration, so that no
-        record appears twice. Then ``config.json`` is (re)written.
+        previous run (if ``overwrite`` let it through) is removed, its kept
+        checkpoints too; a resumed run cuts ``metrics.jsonl`` back to its
+        checkpoint's iteration, so that no record appears twice, and drops kept
+        checkpoints past it. Then ``config.json`` is (re)written.
         """
-        for name in RUN_FILES:
-            for tmp in self.path.glob(f".{name}.*.tmp"):
+        for pattern in [*RUN_FILES, "iter_*.pt"]:
+            for tmp in self.path.glob(f".{pattern}.*.tmp"):
                 tmp.unlink(missing_ok=True)
         if iteration == 0:
             for name in RUN_FILES:
                 (self.path / name).unlink(missing_ok=True)
         else:
             self._cut_log(iteration)
+        for kept in self.kept_iterations():
+            if kept > iteration:
+                self.kept(kept).unlink()
         write_text(self.path / "config.json", cfg.to_json() + "\n")
         self.started = True
 
@@ -177,11 +194,14 @@ class RunFolder:
         with self.log_path.open("a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
 
-    def save(self, state: dict, *, best: bool) -> None:
-        """Write ``last.pt`` and, if ``best``, ``best.pt``: each atomically."""
+    def save(self, state: dict, *, best: bool, keep: bool = False) -> None:
+        """Write ``last.pt``, and ``best.pt`` if ``best``, and ``iter_<N>.pt`` (N, the
+        state's iteration) if ``keep``: each atomically."""
         save_checkpoint(state, self.last)
         if best:
             save_checkpoint(state, self.best)
+        if keep:
+            save_checkpoint(state, self.kept(state["iteration"]))
 
 
 def _record_iteration(line: str) -> int:
