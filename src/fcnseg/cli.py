@@ -86,7 +86,7 @@ FIELD_HELP = {
     "dropout": "dropout after fc6 and fc7 (0.5 as the reference)",
     "eval_every": "validate and checkpoint every N iterations",
     "keep_checkpoints": "also keep each validation's checkpoint as iter_N.pt in the run "
-    "folder (default: only last.pt and best.pt)",
+    "folder, each as large as last.pt (default: only last.pt and best.pt)",
     "log_every": "log the loss every N iterations",
     "seed": "random seed of the run (data order, augmentation, init)",
     "device": "'auto', 'cpu', 'cuda', 'cuda:1', ...",

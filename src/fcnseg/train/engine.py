@@ -628,7 +628,8 @@ def _validate(t: _Trainer, data: _Data, progress: bool) -> dict:
 
 
 def _evaluate(t: _Trainer, data: _Data, run: RunFolder, progress: bool) -> dict:
-    """Validate, report, and checkpoint (``best.pt`` too when the mean IU improved)."""
+    """Validate, report, and checkpoint (``best.pt`` too when the mean IU improved;
+    ``iter_<N>.pt`` too with ``keep_checkpoints``)."""
     metrics = _validate(t, data, progress)
     is_best = metrics["mean_iu"] > t.best
     t.best = max(t.best, metrics["mean_iu"])
