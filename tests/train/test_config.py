@@ -77,6 +77,7 @@ BAD = [
     ("dropout", -0.5, "[0, 1)"),
     ("eval_every", 0, ">= 1"),
     ("eval_every", -1, ">= 1"),
+    ("keep_checkpoints", "yes", "true or false"),
     ("log_every", 0, ">= 1"),
     ("seed", -1, "[0, 2**32)"),
     ("seed", 2**32, "[0, 2**32)"),
