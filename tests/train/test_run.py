@@ -166,9 +166,10 @@ def test_kept_checkpoints_are_each_validations_and_follow_resume_and_overwrite(t
     for i in (1, 2, 3):
         kept = load_checkpoint(run.kept(i))
         assert kept["iteration"] == i and kept["metrics"]["mean_iu"] == scores[i - 1]
-    assert load_checkpoint(run.kept(3))["model"].keys() == load_checkpoint(run.last)["model"].keys()
-    for name, tensor in load_checkpoint(run.kept(3))["model"].items():
-        assert tensor.equal(load_checkpoint(run.last)["model"][name]), name
+    kept, last = load_checkpoint(run.kept(3))["model"], load_checkpoint(run.last)["model"]
+    assert kept.keys() == last.keys()
+    for name, tensor in kept.items():
+        assert tensor.equal(last[name]), name
     (out / "iter_9.pt").write_bytes(b"past the checkpoint: a killed run's")
     (out / "iter_notes.pt").write_text("the user's")
     train(cfg, out, progress=False, resume=True)
