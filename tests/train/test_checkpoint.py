@@ -39,6 +39,19 @@ def test_roundtrip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left
 
 
+def test_copies_are_the_same_bytes_serialised_once(tmp_path, monkeypatch):
+    saves = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda *a, **k: saves.append(1) or real_save(*a, **k))
+    ckpt = {"model": {"a": torch.arange(5.0)}, "model_config": {"x": 1}}
+    save_checkpoint(ckpt, tmp_path / "last.pt", tmp_path / "best.pt", tmp_path / "iter_5.pt")
+    assert len(saves) == 1
+    data = (tmp_path / "last.pt").read_bytes()
+    assert (tmp_path / "best.pt").read_bytes() == data == (tmp_path / "iter_5.pt").read_bytes()
+    assert torch.equal(load_checkpoint(tmp_path / "iter_5.pt")["model"]["a"], torch.arange(5.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "iter_5.pt", "last.pt"]
+
+
 def _size(path) -> int:
     """The size of ``path``; 0 once it is gone (renamed over the checkpoint)."""
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import torch
 
@@ -11,9 +12,17 @@ from fcnseg.nets.registry import build_from_config
 from fcnseg.nets.weights import WeightsError, load_file
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` with :func:`atomic_write`."""
+def save_checkpoint(obj: dict, path: str | os.PathLike, *copies: str | os.PathLike) -> None:
+    """Write ``obj`` to ``path``, and the same bytes to each of ``copies``, each with
+    :func:`atomic_write`. ``obj`` is serialised once: the copies read ``path`` back."""
     atomic_write(path, lambda f: torch.save(obj, f))
+    for copy in copies:
+        _copy_atomically(path, copy)
+
+
+def _copy_atomically(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    with open(source, "rb") as src:
+        atomic_write(target, lambda f: shutil.copyfileobj(src, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

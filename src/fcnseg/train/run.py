@@ -196,12 +196,13 @@ class RunFolder:
 
     def save(self, state: dict, *, best: bool, keep: bool = False) -> None:
         """Write ``last.pt``, and ``best.pt`` if ``best``, and ``iter_<N>.pt`` (N, the
-        state's iteration) if ``keep``: each atomically."""
-        save_checkpoint(state, self.last)
+        state's iteration) if ``keep``: each atomically, the state serialised once."""
+        copies = []
         if best:
-            save_checkpoint(state, self.best)
+            copies.append(self.best)
         if keep:
-            save_checkpoint(state, self.kept(state["iteration"]))
+            copies.append(self.kept(state["iteration"]))
+        save_checkpoint(state, self.last, *copies)
 
 
 def _record_iteration(line: str) -> int:
