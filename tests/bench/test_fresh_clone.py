@@ -1,0 +1,42 @@
+"""bench/fresh_clone.py: what it reads from pytest's output and the demo's run folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[2] / "bench"
+
+
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # the scripts import their siblings by name
+    import fresh_clone
+
+    return fresh_clone
+
+
+def test_pytest_summary_takes_the_last_summary_line(script):
+    log = "\n".join([
+        "....s.F [ 50%]",
+        "loaded 6 images in 2.5s",  # a line of a test's output: not the last such line
+        "FAILED tests/x.py::test_y - assert 1 == 2",
+        "1 failed, 1015 passed, 1 skipped, 3 warnings in 1432.07s (0:23:52)",
+    ])  # fmt: skip
+    assert script.pytest_summary(log) == {
+        "failed": 1, "passed": 1015, "skipped": 1, "warnings": 3, "seconds": 1432.07,
+    }  # fmt: skip
+    assert script.pytest_summary("ruff: 2 errors\nmake: *** [lint] Error 1") == {}
+
+
+def test_demo_result_reads_eval_and_the_last_training_second(script, tmp_path):
+    assert script.demo_result(tmp_path) == {}
+    (tmp_path / "eval.json").write_text(json.dumps({"mean_iu": 0.9, "pixel_acc": 0.97, "x": 1}))
+    records = [{"iteration": 20, "seconds": 5.5}, {"iteration": 600, "seconds": 150.25},
+               {"iteration": 600, "eval": {"mean_iu": 0.9}}]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert script.demo_result(tmp_path) == {
+        "mean_iu": 0.9,
+        "pixel_acc": 0.97,
+        "train_seconds": 150.25,
+    }
