@@ -4,7 +4,8 @@ Clones the repository's committed HEAD into a new folder beside it (so that
 ``../shared`` is found there as CI finds it), runs ``make demo`` (set-up included:
 the clone has no ``.venv``), then ``make test``, and writes what each took and gave:
 the demo's validation mean IU and pixel accuracy (its ``runs/demo/eval.json``) and
-training seconds (``runs/demo/metrics.jsonl``), and pytest's counts and seconds. Each
+training seconds (``runs/demo/metrics.jsonl``), and pytest's counts and seconds
+(``test.pytest``, beside the whole command's). Each
 command's output is kept in the clone (``demo.log``, ``test.log``); the clone is
 removed at the end unless ``--keep`` or a command failed. Exit status 1 if one did.
 
@@ -66,20 +67,22 @@ def make(clone: Path, target: str) -> dict:
     return {"returncode": done.returncode, "seconds": seconds}
 
 
-def run(args: argparse.Namespace) -> int:
-    if not args.out.parent.is_dir():
-        raise UserError(f"--out {args.out}: its folder does not exist")
+def measure(out: Path, *, keep: bool = False, beside: Path = REPO.parent) -> int:
+    """Clone into a new folder in ``beside``, run both commands, write ``out``; the exit
+    status (1 if a command failed)."""
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: its folder does not exist")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-    clone = Path(tempfile.mkdtemp(prefix="fcnseg-fresh-clone-", dir=REPO.parent))
+    clone = Path(tempfile.mkdtemp(prefix="fcnseg-fresh-clone-", dir=beside))
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     result = {"commit": commit, "machine": describe()}
     result["demo"] = make(clone, "demo") | demo_result(clone / "runs" / "demo")
     result["test"] = make(clone, "test")
-    result["test"] |= pytest_summary((clone / "test.log").read_text())
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result["test"]["pytest"] = pytest_summary((clone / "test.log").read_text())
+    out.write_text(json.dumps(result, indent=2) + "\n")
     failed = any(result[c]["returncode"] for c in COMMANDS)
-    if failed or args.keep:
+    if failed or keep:
         print(f"the clone stays: {clone}", file=sys.stderr)
     else:
         shutil.rmtree(clone)
@@ -91,7 +94,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="the result file (JSON)")
     parser.add_argument("--keep", action="store_true", help="keep the clone afterwards")
     args = parser.parse_args()
-    return run_reporting("fresh_clone.py", lambda: run(args))
+    return run_reporting("fresh_clone.py", lambda: measure(args.out, keep=args.keep))
 
 
 if __name__ == "__main__":

@@ -40,3 +40,25 @@ def test_demo_result_reads_eval_and_the_last_training_second(script, tmp_path):
         "pixel_acc": 0.97,
         "train_seconds": 150.25,
     }
+
+
+def test_the_result_keeps_each_command_and_pytest_apart_and_the_clone_goes(
+    script, tmp_path, monkeypatch
+):
+    def make(clone, target):  # what the commands leave behind, without running them
+        if target == "demo":
+            (clone / "runs" / "demo").mkdir(parents=True)
+            (clone / "runs" / "demo" / "eval.json").write_text('{"mean_iu": 0.5, "pixel_acc": 0.8}')
+        else:
+            (clone / "test.log").write_text("3 passed in 2.50s\n")
+        return {"returncode": 0, "seconds": {"demo": 7.0, "test": 9.0}[target]}
+
+    monkeypatch.setattr(script, "make", make)
+    out = tmp_path / "fresh.json"
+    assert script.measure(out, beside=tmp_path) == 0
+    result = json.loads(out.read_text())
+    assert result["demo"] == {"returncode": 0, "seconds": 7.0, "mean_iu": 0.5, "pixel_acc": 0.8}
+    assert result["test"] == {"returncode": 0, "seconds": 9.0,
+                              "pytest": {"passed": 3, "seconds": 2.5}}  # fmt: skip
+    assert len(result["commit"]) == 40
+    assert [p.name for p in tmp_path.iterdir()] == ["fresh.json"]  # the clone removed
