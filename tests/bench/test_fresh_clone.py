@@ -1,19 +1,13 @@
 """bench/fresh_clone.py: what it reads from pytest's output and the demo's run folder."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).parents[2] / "bench"
-
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))  # the scripts import their siblings by name
-    import fresh_clone
-
-    return fresh_clone
+def script(bench_script):
+    return bench_script("fresh_clone")
 
 
 def test_pytest_summary_takes_the_last_summary_line(script):

@@ -17,11 +17,8 @@ BENCH = Path(__file__).parents[2] / "bench"
 
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))  # the scripts import their siblings by name
-    import nested_selection
-
-    return nested_selection
+def script(bench_script):
+    return bench_script("nested_selection")
 
 
 def test_halves_follow_file_names_and_each_half_is_chosen_by_the_other(script):
