@@ -67,15 +67,27 @@ def make(clone: Path, target: str) -> dict:
     return {"returncode": done.returncode, "seconds": seconds}
 
 
+def clone_head(beside: Path) -> Path:
+    """A clone of the repository's committed HEAD in a new folder in ``beside``; if git
+    fails, the folder goes and the error is git's last line."""
+    clone = Path(tempfile.mkdtemp(prefix="fcnseg-fresh-clone-", dir=beside))
+    done = subprocess.run(["git", "clone", "-q", str(REPO), str(clone)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        shutil.rmtree(clone)
+        reason = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise UserError(f"git clone {REPO} into {beside}: {reason}")
+    return clone
+
+
 def measure(out: Path, *, keep: bool = False, beside: Path = REPO.parent) -> int:
     """Clone into a new folder in ``beside``, run both commands, write ``out``; the exit
     status (1 if a command failed)."""
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: its folder does not exist")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, check=True,
+    clone = clone_head(beside)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-    clone = Path(tempfile.mkdtemp(prefix="fcnseg-fresh-clone-", dir=beside))
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     result = {"commit": commit, "machine": describe()}
     result["demo"] = make(clone, "demo") | demo_result(clone / "runs" / "demo")
     result["test"] = make(clone, "test")

@@ -56,3 +56,15 @@ def test_the_result_keeps_each_command_and_pytest_apart_and_the_clone_goes(
                               "pytest": {"passed": 3, "seconds": 2.5}}  # fmt: skip
     assert len(result["commit"]) == 40
     assert [p.name for p in tmp_path.iterdir()] == ["fresh.json"]  # the clone removed
+
+
+def test_a_failed_clone_is_one_line_and_leaves_no_folder(script, tmp_path, monkeypatch):
+    not_a_repo = tmp_path / "not_a_repo"
+    not_a_repo.mkdir()
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    monkeypatch.setattr(script, "REPO", not_a_repo)
+    with pytest.raises(script.UserError, match=r"git clone .*not_a_repo.*: fatal: .+") as error:
+        script.measure(tmp_path / "fresh.json", beside=beside)
+    assert "\n" not in str(error.value)
+    assert list(beside.iterdir()) == []
