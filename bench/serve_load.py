@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 from PIL import Image
 
@@ -160,7 +160,7 @@ def plan(requests: int, malformed_every: int, images: list[bytes], bad: list[Cas
     return cases
 
 
-def is_correct(case: Case, response: httpx.Response, labels: list[np.ndarray]) -> bool:
+def is_correct(case: Case, response: httpx2.Response, labels: list[np.ndarray]) -> bool:
     """The status is the one expected; a good answer holds the reference labels."""
     if response.status_code != case.status:
         return False
@@ -180,9 +180,9 @@ async def send_all(url: str, cases: list[Case], concurrency: int, labels) -> lis
     """Send ``cases`` from ``concurrency`` clients at once, each on its own connection."""
     outcomes: list[Outcome | None] = [None] * len(cases)
     queue = iter(range(len(cases)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: httpx2.AsyncClient) -> None:
         for i in queue:  # shared: each index is taken once
             case = cases[i]
             tic = time.perf_counter()
@@ -192,11 +192,11 @@ async def send_all(url: str, cases: list[Case], concurrency: int, labels) -> lis
                                                  headers=case.headers)  # fmt: skip
                 status = response.status_code
                 correct = is_correct(case, response, labels)
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 status, correct = None, False
             outcomes[i] = Outcome(case, status, time.perf_counter() - tic, correct)
 
-    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+    async with httpx2.AsyncClient(limits=limits, timeout=120) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
     return outcomes
 
@@ -220,7 +220,7 @@ def scrape_workers(url: str, workers: int) -> dict[str, str]:
     of them, so scrape until all have answered."""
     texts, deadline = {}, time.monotonic() + 60  # a worker may still be loading its model
     while time.monotonic() < deadline:
-        text = httpx.get(url + "/metrics").text
+        text = httpx2.get(url + "/metrics").text
         pid = re.search(r'^fcnseg_worker_info\{pid="(\d+)"\}', text, re.M).group(1)
         texts[pid] = text
         if len(texts) == workers:
@@ -288,14 +288,14 @@ def fcnseg_serve(checkpoint, flags: list[str], log: Path) -> Iterator[str]:
 
 def _ready(url: str) -> bool:
     try:
-        return httpx.get(url + "/readyz", timeout=5).status_code == 200
-    except httpx.TransportError:
+        return httpx2.get(url + "/readyz", timeout=5).status_code == 200
+    except httpx2.TransportError:
         return False
 
 
 def healthy(url: str, workers: int) -> bool:
     """Alive, ready, and nothing left in any worker's queue."""
-    ok = all(httpx.get(url + p).status_code == 200 for p in ("/healthz", "/readyz"))
+    ok = all(httpx2.get(url + p).status_code == 200 for p in ("/healthz", "/readyz"))
     texts = scrape_workers(url, workers).values()
     return ok and all(metric(t, "fcnseg_queue_depth") == 0 for t in texts)
 
@@ -356,7 +356,7 @@ def main() -> None:
         flags = [*SERVER_FLAGS, "--workers", str(args.workers)]
         flags += ["--threads", str(args.threads)] if args.threads else []
         with fcnseg_serve(checkpoint, flags, Path(tmp) / "serve.log") as url:
-            model = httpx.get(url + "/v1/model").json()
+            model = httpx2.get(url + "/v1/model").json()
             bad = malformed_cases(images[0], **model["limits"])
             cases = plan(args.requests, args.malformed_every, images, bad)
             results = run_load(url, cases, args.concurrency, labels, args.workers)

@@ -5,7 +5,7 @@ import os
 import sys
 import warnings
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 import uvicorn
@@ -103,15 +103,15 @@ def test_two_workers_answer_on_one_port(checkpoint, tmp_path):
     flags = ["--workers", "2", "--threads", "1", "--precision", "fp32", "--device", "cpu",
              "--max-pixels", "4000"]  # fmt: skip
     with fcnseg_serve(checkpoint, flags, tmp_path / "serve.log") as url:
-        model = httpx.get(f"{url}/v1/model").json()
+        model = httpx2.get(f"{url}/v1/model").json()
         assert model["limits"]["max_pixels"] == 4000  # the options reached the workers
         assert model["threads"] == 1
         image = png_bytes(np.zeros((40, 50, 3), np.uint8))
         for _ in range(6):
-            response = httpx.post(f"{url}/v1/segment?format=json", content=image, timeout=30)
+            response = httpx2.post(f"{url}/v1/segment?format=json", content=image, timeout=30)
             assert response.status_code == 200 and response.json()["width"] == 50
         too_big = png_bytes(np.zeros((70, 60, 3), np.uint8))  # 4,200 pixels
-        assert httpx.post(f"{url}/v1/segment", content=too_big).status_code == 413
+        assert httpx2.post(f"{url}/v1/segment", content=too_big).status_code == 413
         workers = scrape_workers(url, 2)  # each worker's own metrics, by pid
         served = [metric(text, "/v1/segment") for text in workers.values()]
         assert sum(served) == 7 and os.getpid() not in map(int, workers)

@@ -5,7 +5,7 @@ after; and a client too slow to send its body gets 408."""
 import json
 import socket
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 
@@ -34,7 +34,7 @@ def test_bounded_load_with_malformed_requests(checkpoint, server):
     images = good_images(SIZES, per_size=2)
     labels = reference_labels(checkpoint, images)
     assert len(np.unique(np.concatenate([label.ravel() for label in labels]))) > 1
-    limits = httpx.get(server + "/v1/model").json()["limits"]
+    limits = httpx2.get(server + "/v1/model").json()["limits"]
     assert limits["max_body_bytes"] == 2**18 and limits["max_pixels"] == 10_000
     bad = malformed_cases(images[0], **limits)
     cases = plan(300, 5, images, bad)
@@ -62,4 +62,4 @@ def test_a_body_sent_too_slowly_gets_408(server):
     head, _, body = answer.decode().partition("\r\n\r\n")
     assert head.startswith("HTTP/1.1 408"), head
     assert json.loads(body) == {"error": "the body was not sent within 1 s"}
-    assert httpx.get(server + "/healthz").status_code == 200
+    assert httpx2.get(server + "/healthz").status_code == 200
