@@ -50,7 +50,7 @@ def split_stats(dataset: SegmentationDataset, name: str = "") -> dict:
         pixels += counts
         frames += counts > 0
     rgb /= len(dataset)
-    weights = {name: weigh(dataset).tolist() for name, weigh in CLASS_WEIGHTS.items()}
+    weights = {kind: weigh(dataset).tolist() for kind, weigh in CLASS_WEIGHTS.items()}
     return {
         "frames": len(dataset),
         "mean_rgb": rgb.round(1).tolist(),
